@@ -131,10 +131,12 @@ impl Query {
 
     /// Every condition but health.
     pub(crate) fn matches_definition(&self, instance: &ServiceInstance) -> bool {
-        if let Some(name) = &self.name {
-            if instance.name() != name {
-                return false;
-            }
+        if self
+            .name
+            .as_deref()
+            .is_some_and(|name| instance.name() != name)
+        {
+            return false;
         }
         if let Some(req) = &self.version {
             match instance.version() {
@@ -142,10 +144,8 @@ impl Query {
                 _ => return false,
             }
         }
-        if let Some(protocol) = self.protocol {
-            if instance.protocol() != protocol {
-                return false;
-            }
+        if self.protocol.is_some_and(|p| instance.protocol() != p) {
+            return false;
         }
         if !self.tags.iter().all(|t| instance.has_tag(t)) {
             return false;

@@ -488,7 +488,8 @@ impl Writer {
     fn maybe_compact(&mut self) {
         let live = self.live_bytes + MAGIC.len() as u64;
         if self.len >= self.options.compact_min_bytes && self.len > 2 * live {
-            if let Err(e) = self.compact() {
+            let compacted = self.compact();
+            if let Err(e) = compacted {
                 tracing::warn!(
                     target: "fluxor_registry::registry",
                     path = %self.path.display(), error = %e,

@@ -78,6 +78,9 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
+/// A backend write to await outside the write lock.
+type Durable = super::backend::BoxFuture<'static, Result<(), super::BackendError>>;
+
 /// One change to the index, as discover streams see it.
 #[derive(Debug)]
 pub(crate) enum IndexChange {
@@ -508,10 +511,8 @@ impl Inner {
     /// Replaces `previous` (if any) with `instance` in the index and tells
     /// discover streams. Caller holds the write lock.
     fn upsert_locked(&self, instance: ServiceInstance, previous: Option<&ServiceInstance>) {
-        if let Some(prev) = previous {
-            if prev.name() != instance.name() {
-                self.index_remove(prev);
-            }
+        if let Some(prev) = previous.filter(|p| p.name() != instance.name()) {
+            self.index_remove(prev);
         }
         self.index_insert(instance.clone());
         let _ = self.changes.send(Arc::new(IndexChange::Upsert(instance)));
@@ -524,10 +525,7 @@ impl Inner {
         id: &InstanceId,
         reason: DeregisterReason,
         persist: bool,
-    ) -> Option<(
-        ServiceInstance,
-        Option<super::backend::BoxFuture<'static, Result<(), super::BackendError>>>,
-    )> {
+    ) -> Option<(ServiceInstance, Option<Durable>)> {
         let instance = self.by_id.get(id).map(|e| e.value().clone())?;
         let durable = persist.then(|| self.backend.delete(&instance));
         self.index_remove(&instance);

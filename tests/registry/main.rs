@@ -1,4 +1,5 @@
 //! Integration tests for the service registry.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 #[path = "../support/mod.rs"]
 mod support;
