@@ -52,12 +52,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod endpoint;
 pub mod event;
 pub mod instance;
 pub mod query;
 pub mod registry;
 pub mod validation;
 
+pub use endpoint::EndpointLayer;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};
 pub use instance::{HealthStatus, InstanceId, Protocol, ServiceDefinition, ServiceInstance};
 pub use query::Query;

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tower::discover::Change;
 
 use super::service_registry::{IndexChange, Inner};
+use crate::endpoint::layer::map_change;
 use crate::instance::{InstanceId, ServiceInstance};
 use crate::query::Query;
 
@@ -262,17 +263,13 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        let change = match ready!(this.discover.try_poll_next(cx)) {
-            None => return Poll::Ready(None),
-            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-            Some(Ok(change)) => change,
-        };
-        Poll::Ready(Some(Ok(match change {
-            Change::Insert(key, instance) => {
-                Change::Insert(key, this.make.make_endpoint(&instance))
-            }
-            Change::Remove(key) => Change::Remove(key),
-        })))
+        let make = this.make;
+        let item = ready!(this.discover.try_poll_next(cx));
+        Poll::Ready(
+            item.map(|r| {
+                r.map(|change| map_change(change, |instance| make.make_endpoint(&instance)))
+            }),
+        )
     }
 }
 

@@ -1,0 +1,37 @@
+//! Endpoints: from discovered instances to the services that talk to them.
+//!
+//! [`EndpointLayer`] applies any `tower` layer to every endpoint service of a
+//! `Discover` stream as it comes out, so per-endpoint middleware (a circuit
+//! breaker, a timeout, load tracking) composes in a `ServiceBuilder` between
+//! discovery and the balancer.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use fluxor_registry::{Query, ServiceDefinition, ServiceInstance, ServiceRegistry};
+//! use fluxor_registry::endpoint::EndpointLayer;
+//! use futures_util::StreamExt;
+//! use tower::{ServiceBuilder, discover::Change, service_fn, timeout::TimeoutLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = ServiceRegistry::builder().build().await?;
+//! registry.register(ServiceDefinition::new("echo", "127.0.0.1", 9001)).await?;
+//!
+//! let endpoints = registry.discover(Query::name("echo")).endpoints(|i: &ServiceInstance| {
+//!     let port = i.port();
+//!     service_fn(move |_: ()| async move { Ok::<_, std::convert::Infallible>(port) })
+//! });
+//! // Every endpoint gets its own timeout.
+//! let mut with_timeouts = ServiceBuilder::new()
+//!     .layer(EndpointLayer::new(TimeoutLayer::new(Duration::from_secs(1))))
+//!     .service(endpoints);
+//! assert!(matches!(with_timeouts.next().await, Some(Ok(Change::Insert(..)))));
+//! # Ok(())
+//! # }
+//! ```
+
+pub(crate) mod layer;
+
+pub use layer::{EndpointLayer, LayeredDiscover};
