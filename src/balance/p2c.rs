@@ -1,0 +1,158 @@
+//! Power of two choices with peak-EWMA load (Mitzenmacher's "power of two
+//! choices"; the peak-EWMA latency estimate of Finagle, as in tower's
+//! `load::PeakEwma`), weight-aware.
+//!
+//! Each endpoint keeps an exponentially weighted moving average of its
+//! response times that jumps up at once to a slower response (the *peak*)
+//! and decays towards faster ones with a time constant. Its load is
+//! `estimate × (in flight + 1) ÷ weight`; the balancer picks two endpoints at
+//! random and sends to the less loaded one. Dividing by the weight is what
+//! tower's p2c lacks (tower-rs/tower#696).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Tuning for the peak-EWMA estimate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EwmaConfig {
+    /// The estimate an endpoint starts with, before any response.
+    pub(crate) default_rtt: Duration,
+    /// How fast the estimate forgets: the time constant of its decay.
+    pub(crate) decay: Duration,
+}
+
+impl Default for EwmaConfig {
+    fn default() -> Self {
+        Self {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One endpoint's load: requests in flight and the latency estimate.
+/// Shared with response futures, which update it as they finish.
+#[derive(Debug)]
+pub(crate) struct EndpointLoad {
+    in_flight: AtomicU64,
+    /// The estimate in nanoseconds, as `f64` bits.
+    rtt_ns: AtomicU64,
+    /// When the estimate was last updated, in ns after `epoch`.
+    updated_ns: AtomicU64,
+}
+
+impl EndpointLoad {
+    pub(crate) fn new(config: &EwmaConfig) -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            rtt_ns: AtomicU64::new((config.default_rtt.as_nanos() as f64).to_bits()),
+            updated_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(&self, delta: i64) {
+        if delta >= 0 {
+            self.in_flight
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            let _ = self
+                .in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(delta.unsigned_abs()))
+                });
+        }
+    }
+
+    /// A request ended: one fewer in flight, and its latency if it completed.
+    pub(crate) fn finish(&self, rtt: Option<Duration>, now_ns: u64, config: &EwmaConfig) {
+        self.add(-1);
+        if let Some(rtt) = rtt {
+            self.observe(rtt, now_ns, config);
+        }
+    }
+
+    pub(crate) fn observe(&self, rtt: Duration, now_ns: u64, config: &EwmaConfig) {
+        let sample = rtt.as_nanos() as f64;
+        let current = self.decayed(now_ns, config);
+        let next = if sample > current {
+            sample // the peak: a slow response counts at once
+        } else {
+            let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed));
+            let w = (-(elapsed as f64) / config.decay.as_nanos() as f64).exp();
+            current * w + sample * (1.0 - w)
+        };
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.updated_ns.store(now_ns, Ordering::Relaxed);
+    }
+
+    fn decayed(&self, now_ns: u64, config: &EwmaConfig) -> f64 {
+        let est = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed));
+        if elapsed == 0 {
+            return est;
+        }
+        est * (-(elapsed as f64) / config.decay.as_nanos() as f64).exp()
+    }
+
+    /// `estimate × (in flight + 1) ÷ weight`.
+    pub(crate) fn cost(&self, weight: u32, now_ns: u64, config: &EwmaConfig) -> f64 {
+        let est = self.decayed(now_ns, config).max(1.0);
+        est * (self.in_flight() + 1) as f64 / f64::from(weight.max(1))
+    }
+}
+
+/// Nanoseconds since `epoch` on tokio's clock.
+pub(crate) fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Of two candidates, the one with the lower cost.
+pub(crate) fn choose(a: (usize, f64), b: (usize, f64)) -> usize {
+    if b.1 < a.1 { b.0 } else { a.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_then_decay() {
+        let c = EwmaConfig {
+            default_rtt: Duration::from_millis(10),
+            decay: Duration::from_secs(1),
+        };
+        let load = EndpointLoad::new(&c);
+        let ms = 1_000_000.0;
+        assert!((load.cost(1, 0, &c) - 10.0 * ms).abs() < 1.0);
+        load.observe(Duration::from_millis(100), 0, &c);
+        assert!(
+            (load.cost(1, 0, &c) - 100.0 * ms).abs() < 1.0,
+            "peaks at once"
+        );
+        load.observe(Duration::from_millis(1), 1_000_000_000, &c);
+        let after = load.cost(1, 1_000_000_000, &c) / ms;
+        assert!(
+            after < 40.0 && after > 1.0,
+            "decays towards fast responses: {after}"
+        );
+        load.start();
+        load.start();
+        let busy = load.cost(2, 1_000_000_000, &c) / ms;
+        assert!(
+            (busy - after * 3.0 / 2.0).abs() < 1e-6,
+            "× (in flight + 1) ÷ weight"
+        );
+        load.finish(None, 1_000_000_000, &c);
+        assert_eq!(load.in_flight(), 1);
+    }
+}
