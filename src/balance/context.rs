@@ -279,9 +279,10 @@ impl HttpContext {
 
     fn session<'a, B>(&self, req: &'a http::Request<B>) -> Option<&'a str> {
         if let Some(name) = &self.session_header
-            && let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
-                return Some(v);
-            }
+            && let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok())
+        {
+            return Some(v);
+        }
         let cookie = self.session_cookie.as_deref()?;
         req.headers()
             .get_all(http::header::COOKIE)
@@ -304,9 +305,10 @@ impl<B> ExtractContext<http::Request<B>> for HttpContext {
             keys = keys.session(session);
         }
         if let Some(name) = &self.hash_header
-            && let Some(v) = req.headers().get(name) {
-                keys = keys.hash_key(v.as_bytes());
-            }
+            && let Some(v) = req.headers().get(name)
+        {
+            keys = keys.hash_key(v.as_bytes());
+        }
         if let Some(tried) = req.extensions().get::<TriedEndpoints>() {
             keys = keys.tried(tried.clone());
         }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 
 use super::dirty::Marker;
-use super::p2c::{EndpointLoad, EwmaConfig, nanos_since};
+use super::p2c::{EndpointLoad, EwmaConfig};
 
 pin_project! {
     /// The response future of [`LoadBalance`](super::LoadBalance): the
@@ -91,13 +91,14 @@ impl LoadGuard {
         self.done = true;
         match (&self.started, ok) {
             (Some((epoch, start, config)), true) => {
+                // One clock read for both the latency and the update time.
+                let now = Instant::now();
+                let now_ns = u64::try_from(now.saturating_duration_since(*epoch).as_nanos())
+                    .unwrap_or(u64::MAX);
                 self.load
-                    .finish(Some(start.elapsed()), nanos_since(*epoch), config);
+                    .finish(Some(now.saturating_duration_since(*start)), now_ns, config);
             }
-            (Some((epoch, _, config)), false) => {
-                self.load.finish(None, nanos_since(*epoch), config)
-            }
-            (None, _) => self.load.add(-1),
+            _ => self.load.add(-1),
         }
         if let Some(marker) = &self.marker {
             marker.mark();

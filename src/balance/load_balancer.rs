@@ -149,9 +149,10 @@ impl LoadBalancer {
         let inner = &self.inner;
         if let (Some(table), Some(session)) = (&inner.sticky, keys.session_hash())
             && let Some(bound) = table.get(session)
-                && let Some(i) = instances.iter().find(|i| stable_hash(i.id()) == bound) {
-                    return Some(i.clone());
-                }
+            && let Some(i) = instances.iter().find(|i| stable_hash(i.id()) == bound)
+        {
+            return Some(i.clone());
+        }
         let pos = match inner.strategy {
             Strategy::RoundRobin => inner.rr.fetch_add(1, Ordering::Relaxed) % n,
             Strategy::LeastConnections => {

@@ -83,13 +83,14 @@ impl EndpointLoad {
 
     pub(crate) fn observe(&self, rtt: Duration, now_ns: u64, config: &EwmaConfig) {
         let sample = rtt.as_nanos() as f64;
-        let current = self.decayed(now_ns, config);
+        let est = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
+        let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed));
+        let decay = decay(elapsed, config);
+        let current = est * decay;
         let next = if sample > current {
             sample // the peak: a slow response counts at once
         } else {
-            let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed));
-            let w = (-(elapsed as f64) / config.decay.as_nanos() as f64).exp();
-            current * w + sample * (1.0 - w)
+            current * decay + sample * (1.0 - decay)
         };
         self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
         self.updated_ns.store(now_ns, Ordering::Relaxed);
@@ -98,10 +99,7 @@ impl EndpointLoad {
     fn decayed(&self, now_ns: u64, config: &EwmaConfig) -> f64 {
         let est = f64::from_bits(self.rtt_ns.load(Ordering::Relaxed));
         let elapsed = now_ns.saturating_sub(self.updated_ns.load(Ordering::Relaxed));
-        if elapsed == 0 {
-            return est;
-        }
-        est * (-(elapsed as f64) / config.decay.as_nanos() as f64).exp()
+        est * decay(elapsed, config)
     }
 
     /// `estimate × (in flight + 1) ÷ weight`.
@@ -109,6 +107,38 @@ impl EndpointLoad {
         let est = self.decayed(now_ns, config).max(1.0);
         est * (self.in_flight() + 1) as f64 / f64::from(weight.max(1))
     }
+}
+
+/// `e^(-elapsed / τ)`: how much of the estimate is left after `elapsed`.
+fn decay(elapsed_ns: u64, config: &EwmaConfig) -> f64 {
+    if elapsed_ns == 0 {
+        return 1.0;
+    }
+    exp_neg(elapsed_ns as f64 / config.decay.as_nanos().max(1) as f64)
+}
+
+/// `e^-x` for `x ≥ 0`, to about 1e-5 relative: a [2/2] Padé approximant on `x / 2^k`
+/// (below 1/8), squared back `k` times. Several times cheaper than
+/// `f64::exp`, and the balancer computes it on every pick.
+pub(crate) fn exp_neg(x: f64) -> f64 {
+    if x.is_nan() || x <= 0.0 {
+        return 1.0;
+    }
+    if x > 40.0 {
+        return 0.0;
+    }
+    let mut k = 0;
+    let mut y = x;
+    while y > 0.125 {
+        y *= 0.5;
+        k += 1;
+    }
+    let y2 = y * y / 12.0;
+    let mut r = (1.0 - y / 2.0 + y2) / (1.0 + y / 2.0 + y2);
+    for _ in 0..k {
+        r *= r;
+    }
+    r
 }
 
 /// Nanoseconds since `epoch` on tokio's clock.
@@ -124,6 +154,21 @@ pub(crate) fn choose(a: (usize, f64), b: (usize, f64)) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_neg_is_close_to_exp() {
+        for i in 0..4_000 {
+            let x = f64::from(i) / 100.0;
+            let (want, got) = ((-x).exp(), exp_neg(x));
+            assert!(
+                (want - got).abs() <= 1e-5 * want + 1e-15,
+                "x={x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(100.0), 0.0);
+        assert_eq!(exp_neg(f64::NAN), 1.0);
+    }
 
     #[test]
     fn peak_then_decay() {

@@ -61,6 +61,8 @@ where
     wrr: usize,
     rng: AtomicRng,
     epoch: Instant,
+    /// The clock as read once per p2c call.
+    clock: Instant,
 }
 
 struct Slot<S> {
@@ -125,6 +127,7 @@ where
             wrr: 0,
             rng,
             epoch: Instant::now(),
+            clock: Instant::now(),
         }
     }
 
@@ -289,16 +292,18 @@ where
         <D::Service as Service<Req>>::Error: Into<BoxError>,
     {
         if let Some(retry) = self.retry.as_mut()
-            && retry.as_mut().poll(cx).is_ready() {
-                self.retry = None;
-                for i in std::mem::take(&mut self.failed) {
-                    if let Some(Some(slot)) = self.slots.get_mut(i)
-                        && slot.state == State::Failed {
-                            slot.state = State::NotReady;
-                            self.to_poll.push(i);
-                        }
+            && retry.as_mut().poll(cx).is_ready()
+        {
+            self.retry = None;
+            for i in std::mem::take(&mut self.failed) {
+                if let Some(Some(slot)) = self.slots.get_mut(i)
+                    && slot.state == State::Failed
+                {
+                    slot.state = State::NotReady;
+                    self.to_poll.push(i);
                 }
             }
+        }
         while let Some(i) = self.to_poll.pop() {
             let Some(Some(slot)) = self.slots.get_mut(i) else {
                 continue;
@@ -382,7 +387,9 @@ where
                     a
                 };
                 let (a, b) = (self.live[a], self.live[b]);
-                let now = p2c::nanos_since(self.epoch);
+                let now =
+                    u64::try_from(self.clock.saturating_duration_since(self.epoch).as_nanos())
+                        .unwrap_or(u64::MAX);
                 let cost = |i: usize| match &self.slots[i] {
                     Some(s) if self.acceptable(i, tried) => {
                         s.load.cost(s.weight, now, &self.config.ewma)
@@ -394,20 +401,22 @@ where
         }
     }
 
-    /// A ready endpoint for a request with `keys`.
-    fn pick(&mut self, keys: &RequestKeys) -> Option<usize> {
+    /// A ready endpoint for a request with `keys`, and whether it came from
+    /// the sticky-session table.
+    fn pick(&mut self, keys: &RequestKeys) -> Option<(usize, bool)> {
         if self.ready == 0 {
             return None;
         }
         let tried = keys.tried_list();
         if let (Some(table), Some(session)) = (&self.config.sticky, keys.session_hash())
             && let Some(&i) = table.get(session).and_then(|id| self.by_id.get(&id))
-                && self.acceptable(i, tried) {
-                    return Some(i);
-                }
+            && self.acceptable(i, tried)
+        {
+            return Some((i, true));
+        }
         let candidate = self.candidate(keys);
         if let Some(i) = candidate.filter(|&i| self.acceptable(i, tried)) {
-            return Some(i);
+            return Some((i, false));
         }
         // Busy or tried: the next acceptable endpoint after it, then any
         // ready one (every ready endpoint was already tried).
@@ -419,6 +428,7 @@ where
         scan.clone()
             .find(|&i| self.acceptable(i, tried))
             .or_else(|| scan.clone().find(|&i| self.acceptable(i, None)))
+            .map(|i| (i, false))
     }
 }
 
@@ -463,7 +473,11 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let keys = self.config.extractor.extract(&req);
-        let Some(i) = self.pick(&keys) else {
+        let p2c = self.strategy() == Strategy::P2cPeakEwma;
+        if p2c {
+            self.clock = Instant::now();
+        }
+        let Some((i, from_table)) = self.pick(&keys) else {
             return ResponseFuture::failed(NotReady.into());
         };
         // Its readiness is spent: poll it again before the next call.
@@ -476,7 +490,7 @@ where
         let Some(Some(slot)) = self.slots.get_mut(i) else {
             return ResponseFuture::failed(NotReady.into());
         };
-        if let (Some(table), Some(session)) = (sticky, keys.session_hash()) {
+        if let (Some(table), Some(session), false) = (sticky, keys.session_hash(), from_table) {
             table.bind(session, slot.id);
         }
         if let Some(tried) = keys.tried_list() {
@@ -486,7 +500,7 @@ where
         let guard = LoadGuard {
             load: slot.load.clone(),
             marker: (strategy == Strategy::LeastConnections).then(|| slot.marker.clone()),
-            started: (strategy == Strategy::P2cPeakEwma).then(|| (epoch, Instant::now(), ewma)),
+            started: p2c.then_some((epoch, self.clock, ewma)),
             done: false,
         };
         ResponseFuture::new(slot.svc.call(req), guard)

@@ -46,10 +46,32 @@ impl StickyConfig {
     }
 }
 
+/// Keys are already stable 64-bit hashes: no need to hash them again.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = DashMap<u64, (u64, AtomicU64), std::hash::BuildHasherDefault<PreHashed>>;
+
 /// Session hash → endpoint identity hash.
 #[derive(Debug)]
 pub(crate) struct StickyTable {
-    map: DashMap<u64, (u64, AtomicU64)>,
+    map: Map,
     epoch: Instant,
     config: StickyConfig,
 }
@@ -57,7 +79,7 @@ pub(crate) struct StickyTable {
 impl StickyTable {
     pub(crate) fn new(config: StickyConfig) -> Self {
         Self {
-            map: DashMap::new(),
+            map: Map::default(),
             epoch: Instant::now(),
             config,
         }
@@ -90,10 +112,11 @@ impl StickyTable {
     pub(crate) fn bind(&self, session: u64, endpoint: u64) {
         let now = self.now_ms();
         if let Some(entry) = self.map.get(&session)
-            && entry.value().0 == endpoint {
-                entry.value().1.store(now, Ordering::Relaxed);
-                return;
-            }
+            && entry.value().0 == endpoint
+        {
+            entry.value().1.store(now, Ordering::Relaxed);
+            return;
+        }
         self.map.insert(session, (endpoint, AtomicU64::new(now)));
         if self.map.len() > self.config.max_sessions {
             self.evict();
