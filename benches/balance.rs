@@ -98,6 +98,21 @@ fn select(c: &mut Criterion) {
             n,
             tower_p2c,
         );
+        // Like for like with our p2c: tower's p2c over peak-EWMA latency.
+        let tower_ewma = tower::balance::p2c::Balance::new(discover(n, || {
+            PeakEwma::new(
+                endpoint(),
+                Duration::from_millis(30),
+                10e9,
+                CompleteOnResponse::default(),
+            )
+        }));
+        bench_service::<tower::balance::p2c::Balance<_, u64>>(
+            &mut group,
+            "tower-p2c-peak-ewma",
+            n,
+            tower_ewma,
+        );
         for strategy in Strategy::ALL {
             let layer = LoadBalanceLayer::new(strategy).seed(1);
             match strategy {
