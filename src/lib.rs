@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod circuit;
 pub mod endpoint;
 pub mod event;
 pub mod instance;
@@ -59,6 +60,10 @@ pub mod query;
 pub mod registry;
 pub mod validation;
 
+pub use circuit::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitError, CircuitOpenError,
+    CircuitState,
+};
 pub use endpoint::EndpointLayer;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};
 pub use instance::{HealthStatus, InstanceId, Protocol, ServiceDefinition, ServiceInstance};
