@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(HttpClassifier.classify(&response(429), Duration::ZERO), Outcome::Success);
         assert_eq!(HttpClassifier.classify(&response(500), Duration::ZERO), Outcome::Failure);
         assert_eq!(HttpClassifier.classify(&response(503), Duration::ZERO), Outcome::Failure);
-        assert_eq!(HttpClassifier.classify(&Err(()), Duration::ZERO), Outcome::Failure);
-        assert!(!Classify::<(), ()>::uses_elapsed(&HttpClassifier));
+        assert_eq!(HttpClassifier.classify(&Err::<http::Response<()>, _>(()), Duration::ZERO), Outcome::Failure);
+        assert!(!Classify::<http::Response<()>, ()>::uses_elapsed(&HttpClassifier));
     }
 }

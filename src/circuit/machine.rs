@@ -211,7 +211,7 @@ impl Machine {
         ticket: Ticket,
         outcome: Outcome,
         slow: bool,
-        now: impl FnOnce() -> Instant,
+        mut now: impl FnMut() -> Instant,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Transition> {
         if ticket.generation != self.generation {
@@ -250,7 +250,7 @@ impl Machine {
         &mut self,
         outcome: Outcome,
         slow: bool,
-        now: impl FnOnce() -> Instant,
+        now: impl FnMut() -> Instant,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Transition> {
         let failed = match outcome {
@@ -264,15 +264,14 @@ impl Machine {
                 true
             }
         };
-        let now = if failed || self.success_needs_clock() {
-            Some(now())
-        } else {
-            None
-        };
+        let mut now = now;
+        let mut cached = None;
+        let mut clock = || *cached.get_or_insert_with(&mut now);
+        let at = (failed || self.success_needs_clock()).then(&mut clock);
         let mut trip = self.config.failure_threshold > 0
             && self.consecutive_failures >= self.config.failure_threshold;
         if let (Some(window), Some(rule)) = (&mut self.window, &self.config.rate) {
-            window.push(failed, slow, now);
+            window.push(failed, slow, at);
             let (calls, failures, slows) = window.totals();
             if calls >= rule.minimum_calls && calls > 0 {
                 let calls = f64::from(calls);
@@ -282,9 +281,10 @@ impl Machine {
                 trip |= over(failures, rule.failure_rate) || over(slows, rule.slow_call_rate);
             }
         }
-        match now {
-            Some(now) if trip && may_eject() => Some(self.open(now)),
-            _ => None,
+        if trip && may_eject() {
+            Some(self.open(clock()))
+        } else {
+            None
         }
     }
 
@@ -476,5 +476,448 @@ impl TimeWindow {
         self.totals.calls += 1;
         self.totals.failures += u32::from(failed);
         self.totals.slow += u32::from(slow);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::config::{Backoff, RateRule};
+    use proptest::prelude::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn machine(f: impl FnOnce(&mut CircuitBreakerConfig)) -> Machine {
+        let mut c = CircuitBreakerConfig {
+            failure_threshold: 3,
+            reset_timeout: 10 * S,
+            ..Default::default()
+        };
+        f(&mut c);
+        c.validate().unwrap();
+        Machine::new(Arc::new(c))
+    }
+
+    fn admit(m: &mut Machine, now: Instant) -> Ticket {
+        match m.acquire(|| now).0 {
+            Admission::Admitted(t) => t,
+            other => panic!("expected admission, got {other:?}"),
+        }
+    }
+
+    fn rec(m: &mut Machine, t: Ticket, o: Outcome, now: Instant) -> Option<Transition> {
+        m.record(t, o, false, || now, || true)
+    }
+
+    fn call(m: &mut Machine, o: Outcome, now: Instant) -> Option<Transition> {
+        let t = admit(m, now);
+        rec(m, t, o, now)
+    }
+
+    #[test]
+    fn closed_opens_after_exactly_threshold_consecutive_failures() {
+        let t0 = Instant::now();
+        let mut m = machine(|_| {});
+        assert_eq!(call(&mut m, Outcome::Failure, t0), None);
+        assert_eq!(call(&mut m, Outcome::Failure, t0), None);
+        // A success breaks the run; an ignored call does not.
+        assert_eq!(call(&mut m, Outcome::Success, t0), None);
+        assert_eq!(call(&mut m, Outcome::Failure, t0), None);
+        assert_eq!(call(&mut m, Outcome::Ignore, t0), None);
+        assert_eq!(call(&mut m, Outcome::Failure, t0), None);
+        assert_eq!(m.state(t0), CircuitState::Closed);
+        assert_eq!(
+            call(&mut m, Outcome::Failure, t0),
+            Some(Transition::Opened {
+                retry_after: Some(10 * S)
+            })
+        );
+        assert_eq!(m.state(t0), CircuitState::Open);
+        assert_eq!(m.reopens_at(), Some(t0 + 10 * S));
+    }
+
+    #[test]
+    fn open_rejects_until_the_reset_timeout_then_admits_one_trial() {
+        let t0 = Instant::now();
+        let mut m = machine(|_| {});
+        (0..3).for_each(|_| {
+            call(&mut m, Outcome::Failure, t0);
+        });
+        assert_eq!(
+            m.acquire(|| t0 + 4 * S),
+            (
+                Admission::Rejected {
+                    retry_after: Some(6 * S)
+                },
+                None
+            )
+        );
+        assert_eq!(m.state(t0 + 10 * S), CircuitState::HalfOpen);
+        let (a, tr) = m.acquire(|| t0 + 10 * S);
+        assert_eq!(tr, Some(Transition::HalfOpened));
+        let Admission::Admitted(trial) = a else {
+            panic!("{a:?}")
+        };
+        assert!(trial.is_trial());
+        // The single trial is taken: everyone else waits, with no timer.
+        assert_eq!(
+            m.acquire(|| t0 + 11 * S),
+            (Admission::Rejected { retry_after: None }, None)
+        );
+        assert_eq!(
+            rec(&mut m, trial, Outcome::Success, t0 + 11 * S),
+            Some(Transition::Closed)
+        );
+        assert_eq!(m.state(t0 + 11 * S), CircuitState::Closed);
+    }
+
+    #[test]
+    fn half_open_needs_success_threshold_and_reopens_on_one_failure() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| {
+            c.half_open_max_calls = 3;
+            c.success_threshold = 2;
+        });
+        (0..3).for_each(|_| {
+            call(&mut m, Outcome::Failure, t0);
+        });
+        let t1 = t0 + 10 * S;
+        let trials: Vec<_> = (0..3).map(|_| admit(&mut m, t1)).collect();
+        assert!(matches!(
+            m.acquire(|| t1).0,
+            Admission::Rejected { retry_after: None }
+        ));
+        assert_eq!(rec(&mut m, trials[0], Outcome::Success, t1), None);
+        assert_eq!(
+            rec(&mut m, trials[1], Outcome::Success, t1),
+            Some(Transition::Closed)
+        );
+        // The third trial comes back from an earlier generation: ignored.
+        assert_eq!(rec(&mut m, trials[2], Outcome::Failure, t1), None);
+        assert_eq!(m.state(t1), CircuitState::Closed);
+
+        (0..3).for_each(|_| {
+            call(&mut m, Outcome::Failure, t1);
+        });
+        let t2 = t1 + 10 * S;
+        let trial = admit(&mut m, t2);
+        let ok = admit(&mut m, t2);
+        assert_eq!(rec(&mut m, ok, Outcome::Success, t2), None);
+        assert_eq!(
+            rec(&mut m, trial, Outcome::Failure, t2),
+            Some(Transition::Opened {
+                retry_after: Some(10 * S)
+            })
+        );
+        assert_eq!(m.state(t2 + 9 * S), CircuitState::Open);
+    }
+
+    #[test]
+    fn backoff_grows_with_trips_in_a_row_and_resets_on_close() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| {
+            c.failure_threshold = 1;
+            c.reset_timeout = S;
+            c.backoff = Some(Backoff::new(2.0, 5 * S));
+        });
+        let mut now = t0;
+        let mut waits = vec![];
+        let opened = |t: Option<Transition>| match t {
+            Some(Transition::Opened {
+                retry_after: Some(d),
+            }) => d,
+            other => panic!("{other:?}"),
+        };
+        waits.push(opened(call(&mut m, Outcome::Failure, now)));
+        for _ in 0..4 {
+            now = m.reopens_at().unwrap();
+            waits.push(opened(call(&mut m, Outcome::Failure, now)));
+        }
+        assert_eq!(waits, [S, 2 * S, 4 * S, 5 * S, 5 * S]);
+        now = m.reopens_at().unwrap();
+        assert_eq!(call(&mut m, Outcome::Success, now), Some(Transition::Closed));
+        assert_eq!(opened(call(&mut m, Outcome::Failure, now)), S);
+    }
+
+    #[test]
+    fn releasing_frees_a_trial_permit_without_counting() {
+        let t0 = Instant::now();
+        let mut m = machine(|_| {});
+        let closed = admit(&mut m, t0);
+        assert!(!m.release(closed), "closed calls hold no permit");
+        (0..3).for_each(|_| {
+            call(&mut m, Outcome::Failure, t0);
+        });
+        let t1 = t0 + 10 * S;
+        let trial = admit(&mut m, t1);
+        assert!(matches!(m.acquire(|| t1).0, Admission::Rejected { .. }));
+        assert!(m.release(trial));
+        assert!(!m.release(trial), "a permit is freed once");
+        let again = admit(&mut m, t1);
+        // An ignored trial also gives its permit back.
+        assert_eq!(rec(&mut m, again, Outcome::Ignore, t1), None);
+        assert_eq!(m.state(t1), CircuitState::HalfOpen);
+        let last = admit(&mut m, t1);
+        assert_eq!(
+            rec(&mut m, last, Outcome::Success, t1),
+            Some(Transition::Closed)
+        );
+    }
+
+    #[test]
+    fn results_from_an_earlier_generation_are_ignored() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| c.failure_threshold = 1);
+        let slow = admit(&mut m, t0);
+        call(&mut m, Outcome::Failure, t0);
+        let t1 = t0 + 10 * S;
+        let trial = admit(&mut m, t1);
+        // The closed-state call finishing now must not decide the trial.
+        assert_eq!(rec(&mut m, slow, Outcome::Failure, t1), None);
+        assert!(!m.release(slow));
+        assert_eq!(
+            rec(&mut m, trial, Outcome::Success, t1),
+            Some(Transition::Closed)
+        );
+    }
+
+    #[test]
+    fn trip_holds_open_until_reset() {
+        let t0 = Instant::now();
+        let mut m = machine(|_| {});
+        assert_eq!(m.reset(), None, "resetting a closed circuit is no transition");
+        assert_eq!(m.trip(), Some(Transition::Opened { retry_after: None }));
+        assert_eq!(m.trip(), None);
+        let later = t0 + Duration::from_secs(86_400);
+        assert_eq!(
+            m.acquire(|| later),
+            (Admission::Rejected { retry_after: None }, None)
+        );
+        assert_eq!(m.state(later), CircuitState::Open);
+        assert_eq!(m.reopens_at(), None);
+        assert_eq!(m.reset(), Some(Transition::Closed));
+        assert_eq!(call(&mut m, Outcome::Success, later), None);
+        // Reset also clears the run of failures.
+        call(&mut m, Outcome::Failure, later);
+        call(&mut m, Outcome::Failure, later);
+        m.trip();
+        m.reset();
+        assert_eq!(call(&mut m, Outcome::Failure, later), None);
+    }
+
+    #[test]
+    fn ejection_refusal_keeps_the_circuit_closed_and_asks_again() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| c.failure_threshold = 2);
+        let mut asked = 0;
+        for _ in 0..4 {
+            let t = admit(&mut m, t0);
+            let tr = m.record(t, Outcome::Failure, false, || t0, || {
+                asked += 1;
+                false
+            });
+            assert_eq!(tr, None);
+        }
+        assert_eq!(asked, 3, "asked at the 2nd, 3rd and 4th failure");
+        assert_eq!(m.state(t0), CircuitState::Closed);
+        let t = admit(&mut m, t0);
+        assert!(m.record(t, Outcome::Failure, false, || t0, || true).is_some());
+    }
+
+    #[test]
+    fn the_closed_fast_path_never_reads_the_clock() {
+        let mut m = machine(|_| {});
+        for _ in 0..10 {
+            let t = match m.acquire(|| panic!("clock read")).0 {
+                Admission::Admitted(t) => t,
+                other => panic!("{other:?}"),
+            };
+            m.record(t, Outcome::Success, false, || panic!("clock read"), || true);
+        }
+    }
+
+    #[test]
+    fn count_window_failure_rate_with_minimum_calls() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| {
+            c.failure_threshold = 0;
+            c.rate = Some(RateRule::failure_rate(SlidingWindow::Count(4), 4, 0.5));
+        });
+        // F F: below the minimum number of calls, even at 100 %.
+        assert_eq!(call(&mut m, Outcome::Failure, t0), None);
+        assert_eq!(call(&mut m, Outcome::Failure, t0), None);
+        assert_eq!(call(&mut m, Outcome::Success, t0), None);
+        // F F S S: 4 calls, 50 %: opens.
+        assert!(matches!(
+            call(&mut m, Outcome::Success, t0),
+            Some(Transition::Opened { .. })
+        ));
+        // After closing, the window starts empty; old failures slide out.
+        let t1 = t0 + 10 * S;
+        call(&mut m, Outcome::Success, t1);
+        for o in [Outcome::Failure, Outcome::Success, Outcome::Success, Outcome::Success] {
+            assert_eq!(call(&mut m, o, t1), None);
+        }
+        // Window: F S S S (25 %) → S S S F (25 %) → S S F F (50 %).
+        assert_eq!(call(&mut m, Outcome::Failure, t1), None);
+        assert!(call(&mut m, Outcome::Failure, t1).is_some());
+    }
+
+    #[test]
+    fn time_window_forgets_calls_older_than_the_window() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| {
+            c.failure_threshold = 0;
+            c.rate = Some(RateRule::failure_rate(
+                SlidingWindow::Time(10 * S),
+                3,
+                0.6,
+            ));
+        });
+        call(&mut m, Outcome::Failure, t0);
+        call(&mut m, Outcome::Failure, t0 + S);
+        // 11 s later the first two failures have left the window.
+        call(&mut m, Outcome::Success, t0 + 12 * S);
+        call(&mut m, Outcome::Failure, t0 + 12 * S);
+        assert_eq!(call(&mut m, Outcome::Success, t0 + 13 * S), None);
+        assert_eq!(m.state(t0 + 13 * S), CircuitState::Closed);
+        // 2 of 4 in the window… then 3 of 5 = 60 %.
+        assert_eq!(call(&mut m, Outcome::Failure, t0 + 14 * S), None);
+        assert!(call(&mut m, Outcome::Failure, t0 + 15 * S).is_some());
+    }
+
+    #[test]
+    fn slow_call_rate_opens() {
+        let t0 = Instant::now();
+        let mut m = machine(|c| {
+            c.failure_threshold = 0;
+            c.slow_call_duration = Some(S);
+            c.rate = Some(
+                RateRule::failure_rate(SlidingWindow::Count(10), 2, 1.0).slow_call_rate(0.5),
+            );
+        });
+        let t = admit(&mut m, t0);
+        assert_eq!(m.record(t, Outcome::Success, false, || t0, || true), None);
+        let t = admit(&mut m, t0);
+        assert!(
+            m.record(t, Outcome::Success, true, || t0, || true).is_some(),
+            "1 slow of 2 = 50 %"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire,
+        Record(usize, u8),
+        Release(usize),
+        Advance(u64),
+        Trip,
+        Reset,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Acquire),
+            4 => (any::<usize>(), 0u8..3).prop_map(|(i, o)| Op::Record(i, o)),
+            1 => any::<usize>().prop_map(Op::Release),
+            2 => (0u64..8).prop_map(Op::Advance),
+            1 => Just(Op::Trip),
+            1 => Just(Op::Reset),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of calls, outcomes, cancellations, time and manual
+        /// trips keeps the invariants: never more than `half_open_max_calls`
+        /// trials per half-open period (not counting those given back), only legal transitions, and a closed
+        /// circuit opens exactly at the threshold-th consecutive failure.
+        #[test]
+        fn machine_invariants(ops in proptest::collection::vec(op(), 1..200), max in 1u32..4) {
+            let t0 = Instant::now();
+            let mut m = machine(|c| {
+                c.half_open_max_calls = max;
+                c.success_threshold = max;
+                c.reset_timeout = 5 * S;
+            });
+            let mut now = t0;
+            let mut held: Vec<Ticket> = vec![];
+            let mut run = 0u32; // the model's count of consecutive failures
+            let mut trials_this_period = 0u32;
+            for op in ops {
+                let before = m.state(now);
+                let manual = matches!(op, Op::Trip);
+                let transition = match op {
+                    Op::Acquire => {
+                        let (a, t) = m.acquire(|| now);
+                        if t == Some(Transition::HalfOpened) {
+                            trials_this_period = 0;
+                        }
+                        match a {
+                            Admission::Admitted(ticket) => {
+                                prop_assert_ne!(before, CircuitState::Open);
+                                if ticket.is_trial() {
+                                    trials_this_period += 1;
+                                    let live = held.iter().filter(|t| t.is_trial() && t.generation == m.generation).count();
+                                    prop_assert!(live < max as usize);
+                                }
+                                held.push(ticket);
+                            }
+                            Admission::Rejected { retry_after } => {
+                                prop_assert_ne!(before, CircuitState::Closed);
+                                if let Some(d) = retry_after { prop_assert!(d > Duration::ZERO); }
+                            }
+                        }
+                        t
+                    }
+                    Op::Record(i, o) if !held.is_empty() => {
+                        let ticket = held.swap_remove(i % held.len());
+                        let outcome = [Outcome::Success, Outcome::Failure, Outcome::Ignore][o as usize];
+                        let current = ticket.generation == m.generation;
+                        let closed = m.is_closed();
+                        let t = rec(&mut m, ticket, outcome, now);
+                        if current && ticket.is_trial() && outcome == Outcome::Ignore {
+                            trials_this_period -= 1; // given back uncounted
+                        }
+                        if current && closed {
+                            match outcome {
+                                Outcome::Success => run = 0,
+                                Outcome::Failure => run += 1,
+                                Outcome::Ignore => {}
+                            }
+                            prop_assert_eq!(t.is_some(), run >= 3, "run {}", run);
+                        }
+                        if !current { prop_assert_eq!(t, None); }
+                        t
+                    }
+                    Op::Release(i) if !held.is_empty() => {
+                        let ticket = held.swap_remove(i % held.len());
+                        if m.release(ticket) {
+                            trials_this_period -= 1;
+                        }
+                        None
+                    }
+                    Op::Advance(s) => { now += Duration::from_secs(s); None }
+                    Op::Trip => m.trip(),
+                    Op::Reset => { run = 0; m.reset() }
+                    _ => None,
+                };
+                prop_assert!(trials_this_period <= max);
+                match transition {
+                    Some(Transition::Opened { .. }) => {
+                        // Only a manual trip opens an open circuit (forcing it).
+                        prop_assert!(manual || before != CircuitState::Open);
+                        run = 0;
+                    }
+                    Some(Transition::HalfOpened) => {
+                        prop_assert_eq!(before, CircuitState::HalfOpen, "only a due open circuit turns half-open");
+                    }
+                    Some(Transition::Closed) => {
+                        prop_assert_ne!(before, CircuitState::Closed);
+                        run = 0;
+                    }
+                    None => {}
+                }
+            }
+        }
     }
 }
