@@ -24,7 +24,6 @@ use super::error::ConfigError;
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct CircuitBreakerConfig {
     /// Open after this many failures in a row while closed. `0` turns the
     /// consecutive-failure rule off (then [`rate`](Self::rate) must be set).
@@ -76,7 +75,6 @@ impl Default for CircuitBreakerConfig {
 /// Open when a rate over a sliding window crosses a threshold; see
 /// [`CircuitBreakerConfig::rate`].
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct RateRule {
     /// The calls the rates are taken over.
     pub window: SlidingWindow,
@@ -122,7 +120,6 @@ pub enum SlidingWindow {
 /// Exponential growth of the open period with consecutive trips; see
 /// [`CircuitBreakerConfig::backoff`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
 pub struct Backoff {
     /// Each trip in a row multiplies the open period by this (≥ 1).
     pub multiplier: f64,
