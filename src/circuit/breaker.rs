@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::classify::{Classify, ErrorIsFailure, Outcome};
 use super::config::CircuitBreakerConfig;
 use super::ejection::Ejection;
 use super::error::{CircuitError, CircuitOpenError, ConfigError};
-use super::machine::{Admission, CircuitState, Machine, Ticket, Transition};
+use super::machine::{Admission, CircuitState, Hint, Machine, Ticket, Transition};
 use crate::ServiceRegistry;
 use crate::event::{Event, EventHub};
 
@@ -25,6 +26,10 @@ use crate::event::{Event, EventHub};
 /// waiting for it, and where its transitions are published.
 pub(crate) struct Circuit {
     key: Arc<str>,
+    /// The machine's [`Hint`], refreshed under the lock after every change:
+    /// closed-state calls are admitted, and their successes recorded, from
+    /// it alone, without the lock.
+    hint: AtomicU64,
     slow_call_duration: Option<Duration>,
     state: Mutex<Guarded>,
     events: Option<EventHub>,
@@ -64,11 +69,13 @@ impl Circuit {
         if let Some(e) = &ejection {
             e.join();
         }
+        let machine = Machine::new(config.clone());
         Self {
             key,
+            hint: AtomicU64::new(machine.hint().0),
             slow_call_duration: config.slow_call_duration,
             state: Mutex::new(Guarded {
-                machine: Machine::new(config),
+                machine,
                 waiters: Vec::new(),
             }),
             events,
@@ -102,18 +109,14 @@ impl Circuit {
         timed: bool,
         waker: Option<&Waker>,
     ) -> Result<Permit, Refused> {
+        let timed = timed || self.slow_call_duration.is_some();
+        if let Some(ticket) = Hint(self.hint.load(Ordering::Acquire)).admit() {
+            return Ok(Permit::new(self.clone(), ticket, timed));
+        }
         let mut guard = self.lock();
         let (admission, transition) = guard.machine.acquire(Instant::now);
         let result = match admission {
-            Admission::Admitted(ticket) => {
-                let timed = timed || self.slow_call_duration.is_some();
-                Ok(Permit {
-                    circuit: self.clone(),
-                    ticket,
-                    start: timed.then(Instant::now),
-                    done: false,
-                })
-            }
+            Admission::Admitted(ticket) => Ok(Permit::new(self.clone(), ticket, timed)),
             Admission::Rejected { retry_after } => {
                 let reopens_at = guard.machine.reopens_at();
                 if let (Some(waker), None) = (waker, reopens_at) {
@@ -127,6 +130,7 @@ impl Circuit {
                 })
             }
         };
+        self.refresh_hint(&guard);
         let wake = transition.map(|_| std::mem::take(&mut guard.waiters));
         drop(guard);
         if let Some(t) = transition {
@@ -137,7 +141,17 @@ impl Circuit {
         result
     }
 
+    fn refresh_hint(&self, guard: &Guarded) {
+        self.hint.store(guard.machine.hint().0, Ordering::Release);
+    }
+
     fn finish(&self, ticket: Ticket, outcome: Outcome, slow: bool) {
+        if outcome == Outcome::Success
+            && !slow
+            && Hint(self.hint.load(Ordering::Acquire)).success_is_noop(ticket)
+        {
+            return;
+        }
         let mut guard = self.lock();
         let was_closed = guard.machine.is_closed();
         let ejection = self.ejection.as_deref();
@@ -190,6 +204,7 @@ impl Circuit {
                 e.readmit();
             }
         }
+        self.refresh_hint(&guard);
         let wake = (transition.is_some() || freed).then(|| std::mem::take(&mut guard.waiters));
         drop(guard);
         if let Some(t) = transition {
@@ -253,6 +268,15 @@ impl fmt::Debug for Permit {
 }
 
 impl Permit {
+    fn new(circuit: Arc<Circuit>, ticket: Ticket, timed: bool) -> Self {
+        Self {
+            circuit,
+            ticket,
+            start: timed.then(Instant::now),
+            done: false,
+        }
+    }
+
     /// How long since the permit was granted, if it was timed.
     pub(crate) fn elapsed(&self) -> Duration {
         self.start.map(|s| s.elapsed()).unwrap_or_default()

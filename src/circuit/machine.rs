@@ -70,6 +70,27 @@ impl Ticket {
     }
 }
 
+/// A [`Machine::hint`]; a ticket from [`Hint::admit`] is exactly what
+/// [`Machine::acquire`] would hand out in the same state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hint(pub(crate) u64);
+
+impl Hint {
+    /// The ticket a closed circuit hands out, if it is closed.
+    pub(crate) fn admit(self) -> Option<Ticket> {
+        (self.0 & 1 == 1).then_some(Ticket {
+            generation: self.0 >> 2,
+            trial: false,
+        })
+    }
+
+    /// Whether recording a non-slow success with `ticket` would change
+    /// nothing.
+    pub(crate) fn success_is_noop(self, ticket: Ticket) -> bool {
+        self.0 & 2 == 2 && ticket.generation == self.0 >> 2 && !ticket.trial
+    }
+}
+
 /// [`Machine::acquire`]'s answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
@@ -87,6 +108,10 @@ pub(crate) enum Transition {
     HalfOpened,
     Closed,
 }
+
+/// Generations wrap within 62 bits, so a gate can pack one with two flags
+/// in a `u64` (see [`Machine::hint`]).
+const MAX_GENERATION: u64 = u64::MAX >> 2;
 
 /// One circuit's state.
 #[derive(Debug)]
@@ -128,6 +153,18 @@ impl Machine {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// What the closed-state fast path needs, packed in one word so that a
+    /// gate can cache it in an atomic: the generation, whether
+    /// [`acquire`](Self::acquire) would admit a non-trial call without
+    /// changing anything (closed), and whether recording a non-slow success
+    /// of this generation would change nothing either (closed, no failure
+    /// in the current run, no window).
+    pub(crate) fn hint(&self) -> Hint {
+        let closed = self.is_closed();
+        let success_is_noop = closed && self.consecutive_failures == 0 && self.window.is_none();
+        Hint(self.generation << 2 | u64::from(success_is_noop) << 1 | u64::from(closed))
     }
 
     /// When an open circuit turns half-open, if it is open on a timer.
@@ -318,10 +355,22 @@ impl Machine {
 
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
-        self.generation = self.generation.wrapping_add(1);
+        self.generation = (self.generation + 1) & MAX_GENERATION;
         self.consecutive_failures = 0;
         if let Some(w) = &mut self.window {
             w.clear();
+        }
+    }
+
+    #[cfg(test)]
+    fn clone_for_test(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            phase: self.phase,
+            generation: self.generation,
+            trips: self.trips,
+            consecutive_failures: self.consecutive_failures,
+            window: None,
         }
     }
 
@@ -846,6 +895,19 @@ mod tests {
             for op in ops {
                 let before = m.state(now);
                 let manual = matches!(op, Op::Trip);
+                // The hint predicts the machine exactly.
+                let hint = m.hint();
+                if let Some(ticket) = hint.admit() {
+                    let mut probe = m.clone_for_test();
+                    prop_assert_eq!(probe.acquire(|| now).0, Admission::Admitted(ticket));
+                    if hint.success_is_noop(ticket) {
+                        let mut probe = m.clone_for_test();
+                        prop_assert_eq!(rec(&mut probe, ticket, Outcome::Success, now), None);
+                        prop_assert_eq!(probe.hint(), hint);
+                    }
+                } else {
+                    prop_assert!(!m.is_closed());
+                }
                 let transition = match op {
                     Op::Acquire => {
                         let (a, t) = m.acquire(|| now);
