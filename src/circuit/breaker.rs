@@ -119,10 +119,10 @@ impl Circuit {
             Admission::Admitted(ticket) => Ok(Permit::new(self.clone(), ticket, timed)),
             Admission::Rejected { retry_after } => {
                 let reopens_at = guard.machine.reopens_at();
-                if let (Some(waker), None) = (waker, reopens_at) {
-                    if !guard.waiters.iter().any(|w| w.will_wake(waker)) {
-                        guard.waiters.push(waker.clone());
-                    }
+                if let (Some(waker), None) = (waker, reopens_at)
+                    && !guard.waiters.iter().any(|w| w.will_wake(waker))
+                {
+                    guard.waiters.push(waker.clone());
                 }
                 Err(Refused {
                     retry_after,
@@ -155,9 +155,11 @@ impl Circuit {
         let mut guard = self.lock();
         let was_closed = guard.machine.is_closed();
         let ejection = self.ejection.as_deref();
-        let transition = guard.machine.record(ticket, outcome, slow, Instant::now, || {
-            ejection.is_none_or(Ejection::try_eject)
-        });
+        let transition = guard
+            .machine
+            .record(ticket, outcome, slow, Instant::now, || {
+                ejection.is_none_or(Ejection::try_eject)
+            });
         let freed = outcome == Outcome::Ignore && ticket.is_trial();
         self.settle(guard, was_closed, transition, freed);
     }
@@ -175,10 +177,11 @@ impl Circuit {
         let mut guard = self.lock();
         let was_closed = guard.machine.is_closed();
         let transition = guard.machine.trip();
-        if was_closed && transition.is_some() {
-            if let Some(e) = &self.ejection {
-                e.force_eject();
-            }
+        if was_closed
+            && transition.is_some()
+            && let Some(e) = &self.ejection
+        {
+            e.force_eject();
         }
         self.settle(guard, was_closed, transition, false);
     }
@@ -199,10 +202,11 @@ impl Circuit {
         transition: Option<Transition>,
         freed: bool,
     ) {
-        if transition == Some(Transition::Closed) && !was_closed {
-            if let Some(e) = &self.ejection {
-                e.readmit();
-            }
+        if transition == Some(Transition::Closed)
+            && !was_closed
+            && let Some(e) = &self.ejection
+        {
+            e.readmit();
         }
         self.refresh_hint(&guard);
         let wake = (transition.is_some() || freed).then(|| std::mem::take(&mut guard.waiters));
@@ -428,7 +432,8 @@ impl CircuitBreaker {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.execute_classified(key, &ErrorIsFailure, operation).await
+        self.execute_classified(key, &ErrorIsFailure, operation)
+            .await
     }
 
     /// [`execute`](Self::execute) with a [`Classify`] policy deciding what

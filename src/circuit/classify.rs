@@ -103,14 +103,40 @@ mod tests {
 
     #[test]
     fn defaults() {
-        assert_eq!(ErrorIsFailure.classify(&Ok::<_, ()>(1), Duration::ZERO), Outcome::Success);
-        assert_eq!(ErrorIsFailure.classify(&Err::<(), _>(1), Duration::ZERO), Outcome::Failure);
-        assert_eq!(HttpClassifier.classify(&response(200), Duration::ZERO), Outcome::Success);
-        assert_eq!(HttpClassifier.classify(&response(404), Duration::ZERO), Outcome::Success);
-        assert_eq!(HttpClassifier.classify(&response(429), Duration::ZERO), Outcome::Success);
-        assert_eq!(HttpClassifier.classify(&response(500), Duration::ZERO), Outcome::Failure);
-        assert_eq!(HttpClassifier.classify(&response(503), Duration::ZERO), Outcome::Failure);
-        assert_eq!(HttpClassifier.classify(&Err::<http::Response<()>, _>(()), Duration::ZERO), Outcome::Failure);
-        assert!(!Classify::<http::Response<()>, ()>::uses_elapsed(&HttpClassifier));
+        assert_eq!(
+            ErrorIsFailure.classify(&Ok::<_, ()>(1), Duration::ZERO),
+            Outcome::Success
+        );
+        assert_eq!(
+            ErrorIsFailure.classify(&Err::<(), _>(1), Duration::ZERO),
+            Outcome::Failure
+        );
+        assert_eq!(
+            HttpClassifier.classify(&response(200), Duration::ZERO),
+            Outcome::Success
+        );
+        assert_eq!(
+            HttpClassifier.classify(&response(404), Duration::ZERO),
+            Outcome::Success
+        );
+        assert_eq!(
+            HttpClassifier.classify(&response(429), Duration::ZERO),
+            Outcome::Success
+        );
+        assert_eq!(
+            HttpClassifier.classify(&response(500), Duration::ZERO),
+            Outcome::Failure
+        );
+        assert_eq!(
+            HttpClassifier.classify(&response(503), Duration::ZERO),
+            Outcome::Failure
+        );
+        assert_eq!(
+            HttpClassifier.classify(&Err::<http::Response<()>, _>(()), Duration::ZERO),
+            Outcome::Failure
+        );
+        assert!(!Classify::<http::Response<()>, ()>::uses_elapsed(
+            &HttpClassifier
+        ));
     }
 }

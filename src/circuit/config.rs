@@ -162,7 +162,10 @@ impl CircuitBreakerConfig {
             return Err(ConfigError::new("reset_timeout", "must be more than zero"));
         }
         if self.half_open_max_calls == 0 {
-            return Err(ConfigError::new("half_open_max_calls", "must be at least 1"));
+            return Err(ConfigError::new(
+                "half_open_max_calls",
+                "must be at least 1",
+            ));
         }
         if self.success_threshold == 0 || self.success_threshold > self.half_open_max_calls {
             return Err(ConfigError::new(
@@ -188,7 +191,9 @@ impl CircuitBreakerConfig {
                 {
                     return Err(ConfigError::new(
                         "rate.window",
-                        format!("time must be whole seconds in 1..={MAX_TIME_WINDOW_SECS}, got {d:?}"),
+                        format!(
+                            "time must be whole seconds in 1..={MAX_TIME_WINDOW_SECS}, got {d:?}"
+                        ),
                     ));
                 }
                 _ => {}
@@ -281,7 +286,10 @@ mod tests {
         assert_eq!(bad(|c| c.half_open_max_calls = 0), "half_open_max_calls");
         assert_eq!(bad(|c| c.success_threshold = 2), "success_threshold");
         assert_eq!(bad(|c| c.max_ejection_percent = 0), "max_ejection_percent");
-        assert_eq!(bad(|c| c.max_ejection_percent = 101), "max_ejection_percent");
+        assert_eq!(
+            bad(|c| c.max_ejection_percent = 101),
+            "max_ejection_percent"
+        );
         assert_eq!(bad(|c| c.max_keys = 0), "max_keys");
         assert_eq!(
             bad(|c| c.rate = Some(RateRule::failure_rate(SlidingWindow::Count(0), 1, 0.5))),
@@ -302,7 +310,11 @@ mod tests {
             "rate.minimum_calls"
         );
         assert_eq!(
-            bad(|c| c.rate = Some(RateRule::failure_rate(SlidingWindow::Count(10), 1, f64::NAN))),
+            bad(|c| c.rate = Some(RateRule::failure_rate(
+                SlidingWindow::Count(10),
+                1,
+                f64::NAN
+            ))),
             "rate.failure_rate"
         );
         assert_eq!(
@@ -311,8 +323,9 @@ mod tests {
         );
         assert_eq!(
             bad(|c| {
-                c.rate =
-                    Some(RateRule::failure_rate(SlidingWindow::Count(10), 1, 0.5).slow_call_rate(0.5))
+                c.rate = Some(
+                    RateRule::failure_rate(SlidingWindow::Count(10), 1, 0.5).slow_call_rate(0.5),
+                )
             }),
             "rate.slow_call_rate"
         );

@@ -48,8 +48,13 @@ impl std::fmt::Display for CircuitState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { admitted: u32, successes: u32 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        admitted: u32,
+        successes: u32,
+    },
     /// Opened by hand; only a reset closes it.
     Forced,
 }
@@ -97,14 +102,18 @@ pub(crate) enum Admission {
     Admitted(Ticket),
     /// `retry_after` is `None` when forced open or when every trial call is
     /// taken.
-    Rejected { retry_after: Option<Duration> },
+    Rejected {
+        retry_after: Option<Duration>,
+    },
 }
 
 /// A change of state, to be published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transition {
     /// `retry_after` is `None` when opened by hand.
-    Opened { retry_after: Option<Duration> },
+    Opened {
+        retry_after: Option<Duration>,
+    },
     HalfOpened,
     Closed,
 }
@@ -177,10 +186,7 @@ impl Machine {
 
     /// Whether recording a success needs the time (a time window does).
     fn success_needs_clock(&self) -> bool {
-        matches!(
-            self.window,
-            Some(Window::Time(_))
-        )
+        matches!(self.window, Some(Window::Time(_)))
     }
 
     /// Asks to make one call. `now` is only called when the circuit is not
@@ -329,7 +335,9 @@ impl Machine {
         self.trips = self.trips.saturating_add(1);
         let wait = self.config.open_for(self.trips);
         self.enter(Phase::Open {
-            until: now.checked_add(wait).unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            until: now
+                .checked_add(wait)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
         });
         Transition::Opened {
             retry_after: Some(wait),
@@ -684,7 +692,10 @@ mod tests {
         }
         assert_eq!(waits, [S, 2 * S, 4 * S, 5 * S, 5 * S]);
         now = m.reopens_at().unwrap();
-        assert_eq!(call(&mut m, Outcome::Success, now), Some(Transition::Closed));
+        assert_eq!(
+            call(&mut m, Outcome::Success, now),
+            Some(Transition::Closed)
+        );
         assert_eq!(opened(call(&mut m, Outcome::Failure, now)), S);
     }
 
@@ -734,7 +745,11 @@ mod tests {
     fn trip_holds_open_until_reset() {
         let t0 = Instant::now();
         let mut m = machine(|_| {});
-        assert_eq!(m.reset(), None, "resetting a closed circuit is no transition");
+        assert_eq!(
+            m.reset(),
+            None,
+            "resetting a closed circuit is no transition"
+        );
         assert_eq!(m.trip(), Some(Transition::Opened { retry_after: None }));
         assert_eq!(m.trip(), None);
         let later = t0 + Duration::from_secs(86_400);
@@ -761,16 +776,25 @@ mod tests {
         let mut asked = 0;
         for _ in 0..4 {
             let t = admit(&mut m, t0);
-            let tr = m.record(t, Outcome::Failure, false, || t0, || {
-                asked += 1;
-                false
-            });
+            let tr = m.record(
+                t,
+                Outcome::Failure,
+                false,
+                || t0,
+                || {
+                    asked += 1;
+                    false
+                },
+            );
             assert_eq!(tr, None);
         }
         assert_eq!(asked, 3, "asked at the 2nd, 3rd and 4th failure");
         assert_eq!(m.state(t0), CircuitState::Closed);
         let t = admit(&mut m, t0);
-        assert!(m.record(t, Outcome::Failure, false, || t0, || true).is_some());
+        assert!(
+            m.record(t, Outcome::Failure, false, || t0, || true)
+                .is_some()
+        );
     }
 
     #[test]
@@ -804,7 +828,12 @@ mod tests {
         // After closing, the window starts empty; old failures slide out.
         let t1 = t0 + 10 * S;
         call(&mut m, Outcome::Success, t1);
-        for o in [Outcome::Failure, Outcome::Success, Outcome::Success, Outcome::Success] {
+        for o in [
+            Outcome::Failure,
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Success,
+        ] {
             assert_eq!(call(&mut m, o, t1), None);
         }
         // Window: F S S S (25 %) → S S S F (25 %) → S S F F (50 %).
@@ -817,11 +846,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine(|c| {
             c.failure_threshold = 0;
-            c.rate = Some(RateRule::failure_rate(
-                SlidingWindow::Time(10 * S),
-                3,
-                0.6,
-            ));
+            c.rate = Some(RateRule::failure_rate(SlidingWindow::Time(10 * S), 3, 0.6));
         });
         call(&mut m, Outcome::Failure, t0);
         call(&mut m, Outcome::Failure, t0 + S);
@@ -841,15 +866,15 @@ mod tests {
         let mut m = machine(|c| {
             c.failure_threshold = 0;
             c.slow_call_duration = Some(S);
-            c.rate = Some(
-                RateRule::failure_rate(SlidingWindow::Count(10), 2, 1.0).slow_call_rate(0.5),
-            );
+            c.rate =
+                Some(RateRule::failure_rate(SlidingWindow::Count(10), 2, 1.0).slow_call_rate(0.5));
         });
         let t = admit(&mut m, t0);
         assert_eq!(m.record(t, Outcome::Success, false, || t0, || true), None);
         let t = admit(&mut m, t0);
         assert!(
-            m.record(t, Outcome::Success, true, || t0, || true).is_some(),
+            m.record(t, Outcome::Success, true, || t0, || true)
+                .is_some(),
             "1 slow of 2 = 50 %"
         );
     }

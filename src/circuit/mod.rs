@@ -25,7 +25,17 @@
 //! `circuit-breaker-open`, `circuit-breaker-half-open`,
 //! `circuit-breaker-closed` — on the registry's hub when one is attached
 //! ([`CircuitBreaker::attach`], [`CircuitBreakerLayer::with_events`]), and
-//! a `tracing` event always.
+//! a `tracing` event always. A circuit tripped by hand reports
+//! `retry_after: Duration::MAX` in its event (it waits for a reset).
+//!
+//! Keys: a [`CircuitBreaker`] holds one circuit per key (an instance id,
+//! say) in a map bounded by [`max_keys`]; attached to a registry it drops
+//! the circuit of a deregistered instance. A [`CircuitBreakerLayer`] gives
+//! each service it wraps a circuit of its own, which goes away with the
+//! service (a balancer drops it when discovery removes the endpoint); it is
+//! named `endpoint-1`, `endpoint-2`, … or, with
+//! [`CircuitBreakerLayer::layer_keyed`] inside
+//! [`endpoints`](crate::ServiceDiscover::endpoints), by instance id.
 //!
 //! What is a failure is a [`Classify`] policy: by default an `Err`
 //! ([`ErrorIsFailure`]); [`HttpClassifier`] also counts `5xx` responses; any
@@ -53,6 +63,7 @@
 //! [`half_open_max_calls`]: CircuitBreakerConfig::half_open_max_calls
 //! [`success_threshold`]: CircuitBreakerConfig::success_threshold
 //! [`max_ejection_percent`]: CircuitBreakerConfig::max_ejection_percent
+//! [`max_keys`]: CircuitBreakerConfig::max_keys
 //!
 //! # Examples
 //!
@@ -69,17 +80,19 @@
 //!     reset_timeout: Duration::from_secs(30),
 //!     ..Default::default()
 //! })?;
+//! let down = || async { Err::<u32, _>(std::io::Error::other("connection refused")) };
 //! for _ in 0..2 {
-//!     let r = breaker.execute("inventory", || async { Err::<(), _>("boom") }).await;
-//!     assert!(matches!(r, Err(CircuitError::Inner("boom"))));
+//!     let r = breaker.execute("inventory", down).await;
+//!     assert!(matches!(r, Err(CircuitError::Inner(_))));
 //! }
 //! assert_eq!(breaker.get_state("inventory"), CircuitState::Open);
-//! let r = breaker.execute("inventory", || async { Ok::<_, &str>(1) }).await;
+//! let r = breaker.execute("inventory", || async { Ok::<_, std::io::Error>(1) }).await;
 //! assert!(matches!(r, Err(CircuitError::Open { retry_after: Some(_), .. })));
 //!
 //! tokio::time::advance(Duration::from_secs(30)).await;
 //! assert_eq!(breaker.get_state("inventory"), CircuitState::HalfOpen);
-//! assert_eq!(breaker.execute("inventory", || async { Ok::<_, &str>(1) }).await?, 1);
+//! let value = breaker.execute("inventory", || async { Ok::<_, std::io::Error>(1) }).await?;
+//! assert_eq!(value, 1);
 //! assert_eq!(breaker.get_state("inventory"), CircuitState::Closed);
 //! # Ok(())
 //! # }
@@ -130,12 +143,14 @@
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), tower::BoxError> {
 //! let config = CircuitBreakerConfig { failure_threshold: 1, ..Default::default() };
 //! let mut client = ServiceBuilder::new()
 //!     .layer(CircuitBreakerLayer::fail_fast(config)?.http())
 //!     .service(service_fn(|_: ()| async {
-//!         Ok::<_, std::io::Error>(http::Response::builder().status(503).body(())?)
+//!         let mut response = http::Response::new(());
+//!         *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+//!         Ok::<_, std::io::Error>(response)
 //!     }));
 //! let first = client.ready().await?.call(()).await?;
 //! assert_eq!(first.status(), 503); // a failure: the circuit opens

@@ -74,23 +74,24 @@ async fn the_failing_backend_is_routed_around_and_readmitted_after_recovery() {
     }
 
     let client = http_client();
-    let endpoints = registry
-        .discover(Query::name("web"))
-        .endpoints(move |instance: &ServiceInstance| {
-            let (client, base) = (client.clone(), instance.base_url());
-            service_fn(move |path: &'static str| {
-                let (client, url) = (client.clone(), format!("{base}{path}"));
-                async move {
-                    let response = client.get(url.parse()?).await?;
-                    let (parts, body) = response.into_parts();
-                    let body: Bytes = body.collect().await?.to_bytes();
-                    Ok::<_, BoxError>(http::Response::from_parts(
-                        parts,
-                        String::from_utf8(body.to_vec())?,
-                    ))
-                }
-            })
-        });
+    let endpoints =
+        registry
+            .discover(Query::name("web"))
+            .endpoints(move |instance: &ServiceInstance| {
+                let (client, base) = (client.clone(), instance.base_url());
+                service_fn(move |path: &'static str| {
+                    let (client, url) = (client.clone(), format!("{base}{path}"));
+                    async move {
+                        let response = client.get(url.parse()?).await?;
+                        let (parts, body) = response.into_parts();
+                        let body: Bytes = body.collect().await?.to_bytes();
+                        Ok::<_, BoxError>(http::Response::from_parts(
+                            parts,
+                            String::from_utf8(body.to_vec())?,
+                        ))
+                    }
+                })
+            });
     let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig {
         failure_threshold: THRESHOLD,
         reset_timeout: RESET,
@@ -113,7 +114,10 @@ async fn the_failing_backend_is_routed_around_and_readmitted_after_recovery() {
         for (k, n) in send(&mut balance, 1).await {
             *seen.entry(k).or_default() += n;
         }
-        assert!(seen.values().sum::<usize>() < 1000, "bad backend never picked");
+        assert!(
+            seen.values().sum::<usize>() < 1000,
+            "bad backend never picked"
+        );
     }
     assert_eq!(failures(&seen), THRESHOLD as usize);
     let opened = loop {
@@ -130,7 +134,10 @@ async fn the_failing_backend_is_routed_around_and_readmitted_after_recovery() {
     assert_eq!(failures(&seen), 0, "{seen:?}");
     assert_eq!(served_by(&seen, "bad"), 0, "{seen:?}");
     assert_eq!(servers[2].hits(), THRESHOLD as usize);
-    assert!(served_by(&seen, "a") > 0 && served_by(&seen, "b") > 0, "{seen:?}");
+    assert!(
+        served_by(&seen, "a") > 0 && served_by(&seen, "b") > 0,
+        "{seen:?}"
+    );
     assert_eq!(seen.values().sum::<usize>(), 90);
 
     // It recovers; once the reset timeout has passed its circuit's timer
@@ -151,6 +158,9 @@ async fn the_failing_backend_is_routed_around_and_readmitted_after_recovery() {
             after.push(event.name());
         }
     }
-    assert_eq!(after, ["circuit-breaker-half-open", "circuit-breaker-closed"]);
+    assert_eq!(
+        after,
+        ["circuit-breaker-half-open", "circuit-breaker-closed"]
+    );
     assert_eq!(breaker.ejected(), (0, 3));
 }

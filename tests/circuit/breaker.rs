@@ -66,7 +66,11 @@ async fn every_transition_on_paused_time_with_events() {
         })
         .await
         .unwrap_err();
-    assert_eq!(ran.load(Ordering::SeqCst), 0, "an open circuit runs nothing");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "an open circuit runs nothing"
+    );
     match rejected {
         CircuitError::Open { key, retry_after } => {
             assert_eq!(&*key, "inv");
@@ -257,7 +261,7 @@ async fn a_dropped_trial_gives_its_permit_back_without_counting() {
     advance(30 * S).await;
 
     // The trial call hangs and is then abandoned (e.g. by a timeout).
-    let hung = b.execute("k", || std::future::pending::<Result<(), ()>>());
+    let hung = b.execute("k", std::future::pending::<Result<(), ()>>);
     let timed_out = tokio::time::timeout(S, hung).await;
     assert!(timed_out.is_err());
     assert_eq!(b.get_state("k"), CircuitState::HalfOpen, "nothing counted");
@@ -303,7 +307,11 @@ async fn keys_are_bounded_evicting_idle_closed_circuits_first() {
     b.trip("b");
     succeed(&b, "c").await.unwrap();
     assert_eq!(b.len(), 2);
-    assert_eq!(b.get_state("b"), CircuitState::Open, "the open circuit is kept");
+    assert_eq!(
+        b.get_state("b"),
+        CircuitState::Open,
+        "the open circuit is kept"
+    );
     for i in 0..100 {
         succeed(&b, &format!("k{i}")).await.unwrap();
     }
@@ -321,13 +329,17 @@ async fn attached_to_a_registry_it_publishes_there_and_forgets_deregistered_inst
         .await
         .unwrap();
     let id = instance.id().as_str().to_owned();
-    let b = breaker(|c| c.failure_threshold = 1).attach(&registry).unwrap();
+    let b = breaker(|c| c.failure_threshold = 1)
+        .attach(&registry)
+        .unwrap();
     let mut events = registry.subscribe();
 
     fail(&b, &id).await;
     assert_eq!(b.get_state(&id), CircuitState::Open);
     let event = events.recv().await.unwrap();
-    assert!(matches!(&event, Event::CircuitOpen { key, retry_after } if *key == id && *retry_after == 30 * S));
+    assert!(
+        matches!(&event, Event::CircuitOpen { key, retry_after } if *key == id && *retry_after == 30 * S)
+    );
 
     registry.deregister(instance.id()).await.unwrap();
     for _ in 0..100 {

@@ -53,7 +53,10 @@ async fn ready_within_a_second<S: Service<()>>(svc: &mut S) -> bool {
 
 #[tokio::test(start_paused = true)]
 async fn per_endpoint_an_open_circuit_is_not_ready_and_its_timer_wakes_it() {
-    let (failing, calls) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
+    let (failing, calls) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let mut svc = CircuitBreakerLayer::new(config(2))
         .unwrap()
         .layer(flaky(failing.clone(), calls.clone()));
@@ -77,7 +80,10 @@ async fn per_endpoint_an_open_circuit_is_not_ready_and_its_timer_wakes_it() {
 
 #[tokio::test(start_paused = true)]
 async fn alone_an_open_circuit_fails_fast_with_the_typed_error() {
-    let (failing, calls) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
+    let (failing, calls) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let mut svc = CircuitBreakerLayer::fail_fast(config(1))
         .unwrap()
         .layer(flaky(failing.clone(), calls.clone()));
@@ -87,7 +93,11 @@ async fn alone_an_open_circuit_fails_fast_with_the_typed_error() {
     let open = err.downcast_ref::<CircuitOpenError>().unwrap();
     assert_eq!(open.retry_after(), Some(20 * S));
     assert_eq!(open.key(), svc.key());
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "rejected calls never reach it");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "rejected calls never reach it"
+    );
     advance(20 * S).await;
     failing.store(false, Ordering::SeqCst);
     assert_eq!(call(&mut svc).await.unwrap(), 1);
@@ -122,7 +132,11 @@ async fn a_reserved_trial_permit_blocks_others_and_dropping_it_wakes_them() {
     let mut b = timeout(S, waiting).await.expect("woken").unwrap();
     assert_eq!(breaker.get_state("shared"), CircuitState::HalfOpen);
     b.call(()).await.unwrap();
-    assert_eq!(breaker.get_state("shared"), CircuitState::Closed, "one state, both faces");
+    assert_eq!(
+        breaker.get_state("shared"),
+        CircuitState::Closed,
+        "one state, both faces"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,7 +226,10 @@ async fn transitions_are_published_on_the_hub() {
         .unwrap()
         .key_prefix("inventory")
         .with_events(hub)
-        .layer(flaky(Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0))));
+        .layer(flaky(
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicUsize::new(0)),
+        ));
     call(&mut svc).await.unwrap_err();
     let event = events.recv().await.unwrap();
     assert_eq!(event.name(), "circuit-breaker-open");
@@ -221,7 +238,10 @@ async fn transitions_are_published_on_the_hub() {
     svc.trip();
     svc.reset();
     assert_eq!(events.recv().await.unwrap().name(), "circuit-breaker-open");
-    assert_eq!(events.recv().await.unwrap().name(), "circuit-breaker-closed");
+    assert_eq!(
+        events.recv().await.unwrap().name(),
+        "circuit-breaker-closed"
+    );
 }
 
 #[tokio::test]
