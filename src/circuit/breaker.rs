@@ -43,8 +43,9 @@ struct Guarded {
 }
 
 /// Why [`Circuit::acquire`] refused a call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Refused {
+    pub(crate) key: Arc<str>,
     pub(crate) retry_after: Option<Duration>,
     /// When the circuit turns half-open, if it is open on a timer.
     pub(crate) reopens_at: Option<Instant>,
@@ -105,13 +106,13 @@ impl Circuit {
     /// woken on the next transition or freed trial permit (an open circuit
     /// on a timer is the caller's to wait for, at `reopens_at`).
     pub(crate) fn acquire(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         timed: bool,
         waker: Option<&Waker>,
     ) -> Result<Permit, Refused> {
         let timed = timed || self.slow_call_duration.is_some();
         if let Some(ticket) = Hint(self.hint.load(Ordering::Acquire)).admit() {
-            return Ok(Permit::new(self.clone(), ticket, timed));
+            return Ok(Permit::new(self, ticket, timed));
         }
         let mut guard = self.lock();
         let (admission, transition) = guard.machine.acquire(Instant::now);
@@ -125,6 +126,7 @@ impl Circuit {
                     guard.waiters.push(waker.clone());
                 }
                 Err(Refused {
+                    key: self.key.clone(),
                     retry_after,
                     reopens_at,
                 })
@@ -427,7 +429,11 @@ impl CircuitBreaker {
     /// Runs `operation` under the circuit `key`, unless the circuit rejects
     /// it; an `Err` counts as a failure. Dropping the returned future before
     /// it finishes counts nothing (and frees a half-open trial permit).
-    pub async fn execute<T, E, F, Fut>(&self, key: &str, operation: F) -> Result<T, CircuitError<E>>
+    pub async fn execute<T, E, F, Fut>(
+        &self,
+        key: impl AsRef<str>,
+        operation: F,
+    ) -> Result<T, CircuitError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -440,7 +446,7 @@ impl CircuitBreaker {
     /// counts as a failure.
     pub async fn execute_classified<T, E, C, F, Fut>(
         &self,
-        key: &str,
+        key: impl AsRef<str>,
         classify: &C,
         operation: F,
     ) -> Result<T, CircuitError<E>>
@@ -449,10 +455,10 @@ impl CircuitBreaker {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let circuit = self.circuit(key);
-        let permit = circuit
+        let permit = self
+            .circuit(key.as_ref())
             .acquire(classify.uses_elapsed(), None)
-            .map_err(|r| CircuitOpenError::new(circuit.key().clone(), r.retry_after))?;
+            .map_err(|r| CircuitOpenError::new(r.key, r.retry_after))?;
         let result = operation().await;
         permit.classify(classify, &result);
         result.map_err(CircuitError::Inner)
@@ -460,26 +466,26 @@ impl CircuitBreaker {
 
     /// Opens the circuit `key` until [`reset`](Self::reset), whatever its
     /// calls do.
-    pub fn trip(&self, key: &str) {
-        self.circuit(key).trip();
+    pub fn trip(&self, key: impl AsRef<str>) {
+        self.circuit(key.as_ref()).trip();
     }
 
     /// Closes the circuit `key` and forgets its failures.
-    pub fn reset(&self, key: &str) {
-        if let Some(circuit) = self.existing(key) {
+    pub fn reset(&self, key: impl AsRef<str>) {
+        if let Some(circuit) = self.existing(key.as_ref()) {
             circuit.reset();
         }
     }
 
     /// The state of the circuit `key`; a key never used is closed.
-    pub fn get_state(&self, key: &str) -> CircuitState {
-        self.existing(key)
+    pub fn get_state(&self, key: impl AsRef<str>) -> CircuitState {
+        self.existing(key.as_ref())
             .map_or(CircuitState::Closed, |c| c.state(Instant::now()))
     }
 
     /// Forgets the circuit `key`; returns whether there was one.
-    pub fn remove(&self, key: &str) -> bool {
-        self.shared.circuits.remove(key).is_some()
+    pub fn remove(&self, key: impl AsRef<str>) -> bool {
+        self.shared.circuits.remove(key.as_ref()).is_some()
     }
 
     /// How many circuits it holds (at most about `max_keys`).

@@ -173,7 +173,8 @@ impl CircuitBreaker {
     /// the imperative API ([`trip`](Self::trip), [`get_state`](Self::get_state),
     /// [`execute`](Self::execute)) and the tower face see one state. It fails
     /// fast while open.
-    pub fn layer(&self, key: &str) -> CircuitBreakerLayer {
+    pub fn layer(&self, key: impl AsRef<str>) -> CircuitBreakerLayer {
+        let key = key.as_ref();
         let config = Arc::new(self.config().clone());
         CircuitBreakerLayer {
             ejection: Arc::new(Ejection::new(config.max_ejection_percent)),

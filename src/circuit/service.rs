@@ -125,7 +125,11 @@ where
         self.rejected = None;
         while self.reserved.is_none() {
             let waker = (self.when_open == WhenOpen::NotReady).then(|| cx.waker());
-            match self.circuit.acquire(self.classify.uses_elapsed(), waker) {
+            match self
+                .circuit
+                .clone()
+                .acquire(self.classify.uses_elapsed(), waker)
+            {
                 Ok(permit) => self.reserved = Some(permit),
                 Err(refused) if self.when_open == WhenOpen::FailFast => {
                     self.rejected = Some(refused);
@@ -157,10 +161,7 @@ where
             return ResponseFuture::called(future, permit, self.classify.clone());
         }
         let error: BoxError = match self.rejected.take() {
-            Some(refused) => Box::new(CircuitOpenError::new(
-                self.circuit.key().clone(),
-                refused.retry_after,
-            )),
+            Some(refused) => Box::new(CircuitOpenError::new(refused.key, refused.retry_after)),
             None => Box::new(NotReadyError),
         };
         ResponseFuture::rejected(error, self.classify.clone())
