@@ -103,8 +103,8 @@ impl Circuit {
     }
 
     /// Asks for one call. When refused and `waker` is given, the task is
-    /// woken on the next transition or freed trial permit (an open circuit
-    /// on a timer is the caller's to wait for, at `reopens_at`).
+    /// woken on the next transition or freed trial permit; an open circuit
+    /// turns half-open lazily, so waiting for `reopens_at` is the caller's.
     pub(crate) fn acquire(
         self: Arc<Self>,
         timed: bool,
@@ -120,7 +120,9 @@ impl Circuit {
             Admission::Admitted(ticket) => Ok(Permit::new(self.clone(), ticket, timed)),
             Admission::Rejected { retry_after } => {
                 let reopens_at = guard.machine.reopens_at();
-                if let (Some(waker), None) = (waker, reopens_at)
+                // Registered even when open on a timer: a reset by hand
+                // must wake it too.
+                if let Some(waker) = waker
                     && !guard.waiters.iter().any(|w| w.will_wake(waker))
                 {
                     guard.waiters.push(waker.clone());

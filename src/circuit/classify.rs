@@ -35,7 +35,8 @@ pub enum Outcome {
 ///         Ok(_) => Outcome::Success,
 ///     }
 /// };
-/// let not_found = http::Response::builder().status(404).body(()).unwrap();
+/// let mut not_found = http::Response::new(());
+/// *not_found.status_mut() = http::StatusCode::NOT_FOUND;
 /// assert_eq!(classify.classify(&Ok(not_found), Duration::ZERO), Outcome::Ignore);
 /// ```
 pub trait Classify<T, E> {

@@ -134,6 +134,9 @@ impl Backoff {
     }
 }
 
+/// The longest an open circuit may wait (`reset_timeout`, `backoff.max`):
+/// 365 days.
+pub const MAX_OPEN: Duration = Duration::from_secs(365 * 86_400);
 /// The largest count window.
 pub(crate) const MAX_COUNT_WINDOW: u32 = 1 << 16;
 /// The longest time window, in seconds.
@@ -158,8 +161,11 @@ impl CircuitBreakerConfig {
                 "is 0 and no rate rule is set, so the circuit could never open",
             ));
         }
-        if self.reset_timeout.is_zero() {
-            return Err(ConfigError::new("reset_timeout", "must be more than zero"));
+        if self.reset_timeout.is_zero() || self.reset_timeout > MAX_OPEN {
+            return Err(ConfigError::new(
+                "reset_timeout",
+                format!("must be in (0, 365 days], got {:?}", self.reset_timeout),
+            ));
         }
         if self.half_open_max_calls == 0 {
             return Err(ConfigError::new(
@@ -223,6 +229,12 @@ impl CircuitBreakerConfig {
                     format!("must be a finite number ≥ 1, got {}", backoff.multiplier),
                 ));
             }
+            if backoff.max > MAX_OPEN {
+                return Err(ConfigError::new(
+                    "backoff.max",
+                    format!("must be at most 365 days, got {:?}", backoff.max),
+                ));
+            }
             if backoff.max < self.reset_timeout {
                 return Err(ConfigError::new(
                     "backoff.max",
@@ -283,6 +295,7 @@ mod tests {
         };
         assert_eq!(bad(|c| c.failure_threshold = 0), "failure_threshold");
         assert_eq!(bad(|c| c.reset_timeout = Duration::ZERO), "reset_timeout");
+        assert_eq!(bad(|c| c.reset_timeout = Duration::MAX), "reset_timeout");
         assert_eq!(bad(|c| c.half_open_max_calls = 0), "half_open_max_calls");
         assert_eq!(bad(|c| c.success_threshold = 2), "success_threshold");
         assert_eq!(bad(|c| c.max_ejection_percent = 0), "max_ejection_percent");
@@ -335,6 +348,10 @@ mod tests {
         );
         assert_eq!(
             bad(|c| c.backoff = Some(Backoff::new(2.0, Duration::from_secs(1)))),
+            "backoff.max"
+        );
+        assert_eq!(
+            bad(|c| c.backoff = Some(Backoff::new(2.0, Duration::MAX))),
             "backoff.max"
         );
     }

@@ -334,10 +334,10 @@ impl Machine {
     fn open(&mut self, now: Instant) -> Transition {
         self.trips = self.trips.saturating_add(1);
         let wait = self.config.open_for(self.trips);
+        // The config caps every wait at MAX_OPEN, so this cannot overflow;
+        // if it did, the circuit would turn half-open at once.
         self.enter(Phase::Open {
-            until: now
-                .checked_add(wait)
-                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            until: now.checked_add(wait).unwrap_or(now),
         });
         Transition::Opened {
             retry_after: Some(wait),

@@ -173,7 +173,7 @@ mod service;
 
 pub use breaker::{AttachError, CircuitBreaker};
 pub use classify::{Classify, ErrorIsFailure, HttpClassifier, Outcome};
-pub use config::{Backoff, CircuitBreakerConfig, RateRule, SlidingWindow};
+pub use config::{Backoff, CircuitBreakerConfig, MAX_OPEN, RateRule, SlidingWindow};
 pub use error::{CircuitError, CircuitOpenError, ConfigError, NotReadyError};
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreakerLayer, WhenOpen};

@@ -14,20 +14,20 @@ use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 const S: Duration = Duration::from_secs(1);
 
-type Flaky = tower::util::ServiceFn<
-    Box<dyn FnMut(()) -> std::future::Ready<Result<u32, &'static str>> + Send>,
->;
-
 /// A service that fails while `failing` is set and counts its calls.
-fn flaky(failing: Arc<AtomicBool>, calls: Arc<AtomicUsize>) -> Flaky {
-    service_fn(Box::new(move |()| {
+fn flaky(
+    failing: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+) -> tower::util::ServiceFn<impl FnMut(()) -> std::future::Ready<Result<u32, &'static str>> + Clone>
+{
+    service_fn(move |()| {
         calls.fetch_add(1, Ordering::SeqCst);
         std::future::ready(if failing.load(Ordering::SeqCst) {
             Err("down")
         } else {
             Ok(1)
         })
-    }))
+    })
 }
 
 fn config(threshold: u32) -> CircuitBreakerConfig {
@@ -271,4 +271,42 @@ async fn an_inner_poll_ready_error_releases_the_reservation() {
     let err = svc.call(()).await.unwrap_err();
     assert!(err.is::<NotReadyError>());
     assert_eq!(breaker.get_state("k"), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_by_hand_wakes_a_not_ready_endpoint_before_its_timer() {
+    let (failing, calls) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut svc = CircuitBreakerLayer::new(config(1))
+        .unwrap()
+        .layer(flaky(failing.clone(), calls.clone()));
+    call(&mut svc).await.unwrap_err();
+    assert_eq!(svc.state(), CircuitState::Open);
+    let handle = svc.clone(); // shares the circuit
+    failing.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    let waiting = tokio::spawn(async move {
+        svc.ready().await.unwrap();
+        svc
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    handle.reset();
+    let mut svc = waiting.await.unwrap();
+    assert_eq!(
+        Instant::now(),
+        started,
+        "woken by the reset, not the 30 s timer"
+    );
+    assert_eq!(svc.call(()).await.unwrap(), 1);
+
+    // Tripped by hand: not ready, with no timer at all, until reset.
+    handle.trip();
+    assert!(!ready_within_a_second(&mut svc).await);
+    advance(Duration::from_secs(3600)).await;
+    assert!(!ready_within_a_second(&mut svc).await);
+    handle.reset();
+    assert!(ready_within_a_second(&mut svc).await);
 }
