@@ -135,12 +135,12 @@ impl Circuit {
             }
         };
         self.refresh_hint(&guard);
-        let wake = transition.map(|_| std::mem::take(&mut guard.waiters));
-        drop(guard);
-        if let Some(t) = transition {
+        let wake = transition.map(|t| {
             // Half-open only: the ejection count is unchanged.
             self.publish(t);
-        }
+            std::mem::take(&mut guard.waiters)
+        });
+        drop(guard);
         wake.into_iter().flatten().for_each(Waker::wake);
         result
     }
@@ -198,7 +198,9 @@ impl Circuit {
     }
 
     /// After a change under the lock: gives back an ejection slot when the
-    /// circuit closed, wakes waiters, and publishes outside the lock.
+    /// circuit closed, publishes the transition (still under the lock, so
+    /// that events come out in the order of the transitions), and wakes
+    /// waiters once the lock is released.
     fn settle(
         &self,
         mut guard: MutexGuard<'_, Guarded>,
@@ -213,11 +215,11 @@ impl Circuit {
             e.readmit();
         }
         self.refresh_hint(&guard);
-        let wake = (transition.is_some() || freed).then(|| std::mem::take(&mut guard.waiters));
-        drop(guard);
         if let Some(t) = transition {
             self.publish(t);
         }
+        let wake = (transition.is_some() || freed).then(|| std::mem::take(&mut guard.waiters));
+        drop(guard);
         wake.into_iter().flatten().for_each(Waker::wake);
     }
 
