@@ -310,3 +310,72 @@ async fn a_reset_by_hand_wakes_a_not_ready_endpoint_before_its_timer() {
     handle.reset();
     assert!(ready_within_a_second(&mut svc).await);
 }
+
+/// The tower face under contention: 1,000 clones of a service sharing one
+/// half-open circuit race through `poll_ready`; exactly
+/// `half_open_max_calls` reserve a trial, the rest fail fast. Real
+/// parallelism needs the multi-threaded runtime, whose clock cannot be
+/// paused, so the 1 ms reset timeout is waited out with `sleep_until` the
+/// deadline the circuit reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_services_reserve_exactly_n_trial_permits() {
+    const CALLERS: usize = 1000;
+    const PERMITS: u32 = 4;
+    let breaker = CircuitBreaker::new(CircuitBreakerConfig {
+        failure_threshold: 1,
+        reset_timeout: Duration::from_millis(1),
+        half_open_max_calls: PERMITS,
+        success_threshold: PERMITS,
+        ..Default::default()
+    })
+    .unwrap();
+    breaker
+        .execute("hot", || async { Err::<(), _>(()) })
+        .await
+        .unwrap_err();
+    tokio::time::sleep_until(Instant::now() + Duration::from_millis(1)).await;
+
+    let reached = Arc::new(AtomicUsize::new(0));
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let inner = {
+        let (reached, hold) = (reached.clone(), hold.clone());
+        service_fn(move |()| {
+            let (reached, hold) = (reached.clone(), hold.clone());
+            async move {
+                reached.fetch_add(1, Ordering::SeqCst);
+                let _ = hold.acquire().await;
+                Ok::<_, std::io::Error>(1u32)
+            }
+        })
+    };
+    let svc = breaker.layer("hot").layer(inner);
+    let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (mut svc, start) = (svc.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                // Reserve (or be refused) in poll_ready; the call holds its
+                // trial until released below.
+                let ready = svc.ready().await.unwrap();
+                ready.call(())
+            })
+        })
+        .collect();
+    let mut futures = vec![];
+    for t in tasks {
+        futures.push(t.await.unwrap());
+    }
+    // Every poll_ready has happened; now let the trials finish.
+    hold.add_permits(CALLERS);
+    let mut rejected = 0;
+    for f in futures {
+        if let Err(e) = f.await {
+            assert!(e.is::<CircuitOpenError>(), "{e}");
+            rejected += 1;
+        }
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), PERMITS as usize);
+    assert_eq!(rejected, CALLERS - PERMITS as usize);
+    assert_eq!(breaker.get_state("hot"), CircuitState::Closed);
+}
