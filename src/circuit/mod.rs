@@ -21,6 +21,12 @@
 //! * [`CircuitBreaker::trip`] holds a circuit open until
 //!   [`CircuitBreaker::reset`].
 //!
+//! Sources: the consecutive-failure rule with an exponentially growing
+//! probation is linkerd2-proxy's failure accrual (`consecutive_failures`,
+//! where a pure decision drives a separate readiness gate, as here); the
+//! rate rules, slow calls and half-open permits are resilience4j's; the
+//! ejection cap is Envoy's outlier detection `max_ejection_percent`.
+//!
 //! Every transition is an [`Event`](crate::Event) —
 //! `circuit-breaker-open`, `circuit-breaker-half-open`,
 //! `circuit-breaker-closed` — on the registry's hub when one is attached

@@ -318,6 +318,7 @@ async fn a_reset_by_hand_wakes_a_not_ready_endpoint_before_its_timer() {
 /// paused, so the 1 ms reset timeout is waited out with `sleep_until` the
 /// deadline the circuit reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::async_yields_async)] // each task hands back its call's future on purpose
 async fn thousand_concurrent_services_reserve_exactly_n_trial_permits() {
     const CALLERS: usize = 1000;
     const PERMITS: u32 = 4;
