@@ -287,6 +287,12 @@ impl Permit {
         }
     }
 
+    /// Whether the circuit is still in the state that granted the permit
+    /// (it has neither opened nor closed since).
+    pub(crate) fn is_current(&self) -> bool {
+        Hint(self.circuit.hint.load(Ordering::Acquire)).is_current(self.ticket)
+    }
+
     /// How long since the permit was granted, if it was timed.
     pub(crate) fn elapsed(&self) -> Duration {
         self.start.map(|s| s.elapsed()).unwrap_or_default()

@@ -89,6 +89,12 @@ impl Hint {
         })
     }
 
+    /// Whether `ticket` is of the current generation (no transition since
+    /// it was handed out).
+    pub(crate) fn is_current(self, ticket: Ticket) -> bool {
+        ticket.generation == self.0 >> 2
+    }
+
     /// Whether recording a non-slow success with `ticket` would change
     /// nothing.
     pub(crate) fn success_is_noop(self, ticket: Ticket) -> bool {

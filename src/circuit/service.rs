@@ -123,6 +123,12 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A fail-fast rejection is retried: time may have passed.
         self.rejected = None;
+        // A reservation from before a transition is stale: a balancer that
+        // checks readiness again before calling (tower's p2c does) must not
+        // send a request through a circuit that has opened since.
+        if self.reserved.as_ref().is_some_and(|p| !p.is_current()) {
+            self.reserved = None;
+        }
         while self.reserved.is_none() {
             let waker = (self.when_open == WhenOpen::NotReady).then(|| cx.waker());
             match self

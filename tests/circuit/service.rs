@@ -380,3 +380,21 @@ async fn thousand_concurrent_services_reserve_exactly_n_trial_permits() {
     assert_eq!(rejected, CALLERS - PERMITS as usize);
     assert_eq!(breaker.get_state("hot"), CircuitState::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_made_before_the_circuit_opened_is_dropped_on_the_next_poll() {
+    let breaker = CircuitBreaker::new(config(1)).unwrap();
+    let layer = breaker.layer("k").when_open(WhenOpen::NotReady);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = layer.layer(flaky(Arc::new(AtomicBool::new(false)), calls.clone()));
+    // Ready (a closed-state call reserved)…
+    svc.ready().await.unwrap();
+    // …then another caller's failure opens the circuit.
+    breaker
+        .execute("k", || async { Err::<(), _>(()) })
+        .await
+        .unwrap_err();
+    // Checked again before the call (as p2c does), it is no longer ready.
+    assert!(!ready_within_a_second(&mut svc).await);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
