@@ -39,9 +39,9 @@
 //! the circuit of a deregistered instance. A [`CircuitBreakerLayer`] gives
 //! each service it wraps a circuit of its own, which goes away with the
 //! service (a balancer drops it when discovery removes the endpoint); it is
-//! named `endpoint-1`, `endpoint-2`, … or, with
-//! [`CircuitBreakerLayer::layer_keyed`] inside
-//! [`endpoints`](crate::ServiceDiscover::endpoints), by instance id.
+//! named `endpoint-1`, `endpoint-2`, …; applied to the whole stream with
+//! [`CircuitBreakerLayer::keyed_by_discovery`] instead of per endpoint, it
+//! is named by the instance id.
 //!
 //! What is a failure is a [`Classify`] policy: by default an `Err`
 //! ([`ErrorIsFailure`]); [`HttpClassifier`] also counts `5xx` responses; any
@@ -170,6 +170,7 @@
 mod breaker;
 mod classify;
 mod config;
+mod discover;
 mod ejection;
 mod error;
 mod future;
@@ -180,6 +181,7 @@ mod service;
 pub use breaker::{AttachError, CircuitBreaker};
 pub use classify::{Classify, ErrorIsFailure, HttpClassifier, Outcome};
 pub use config::{Backoff, CircuitBreakerConfig, MAX_OPEN, RateRule, SlidingWindow};
+pub use discover::{CircuitDiscover, CircuitDiscoverLayer};
 pub use error::{CircuitError, CircuitOpenError, ConfigError, NotReadyError};
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreakerLayer, WhenOpen};

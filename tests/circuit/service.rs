@@ -398,3 +398,53 @@ async fn a_reservation_made_before_the_circuit_opened_is_dropped_on_the_next_pol
     assert!(!ready_within_a_second(&mut svc).await);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn keyed_by_discovery_circuits_are_named_by_instance_id() {
+    use fluxor_registry::{Query, ServiceDefinition, ServiceInstance, ServiceRegistry};
+    use tower::balance::p2c::Balance;
+    use tower::load::Constant;
+    use tower::{ServiceBuilder, layer::layer_fn};
+
+    let registry = ServiceRegistry::builder().build().await.unwrap();
+    let good = registry
+        .register(ServiceDefinition::new("web", "127.0.0.1", 8001))
+        .await
+        .unwrap();
+    let bad = registry
+        .register(ServiceDefinition::new("web", "127.0.0.1", 8002))
+        .await
+        .unwrap();
+    let mut events = registry.subscribe();
+    let endpoints = registry
+        .discover(Query::name("web"))
+        .endpoints(|i: &ServiceInstance| {
+            let port = i.port();
+            service_fn(move |()| async move { if port == 8002 { Err("down") } else { Ok(port) } })
+        });
+    let breaker = CircuitBreakerLayer::new(config(2))
+        .unwrap()
+        .with_events(registry.events());
+    let endpoints = ServiceBuilder::new()
+        .layer(fluxor_registry::EndpointLayer::new(layer_fn(|s| {
+            Constant::new(s, 1)
+        })))
+        .layer(breaker.keyed_by_discovery())
+        .service(endpoints);
+    let mut balance = Balance::new(endpoints);
+    let mut failed = 0;
+    for _ in 0..50 {
+        if balance.ready().await.unwrap().call(()).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 2, "only the threshold's failures reach the caller");
+    let event = loop {
+        let event = events.recv().await.unwrap();
+        if event.name() == "circuit-breaker-open" {
+            break event;
+        }
+    };
+    assert_eq!(event.key(), bad.id().as_str());
+    assert_ne!(event.key(), good.id().as_str());
+}
