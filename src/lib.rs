@@ -53,6 +53,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
+pub mod circuit;
 pub mod endpoint;
 pub mod event;
 pub mod instance;
@@ -61,6 +62,10 @@ pub mod registry;
 pub mod validation;
 
 pub use balance::{LoadBalanceLayer, LoadBalancer, RequestContext, Strategy};
+pub use circuit::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitError, CircuitOpenError,
+    CircuitState,
+};
 pub use endpoint::EndpointLayer;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};
 pub use instance::{HealthStatus, InstanceId, Protocol, ServiceDefinition, ServiceInstance};

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -19,11 +19,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// An HTTP/1 server on 127.0.0.1 that answers every request with its name
-/// and counts the requests it served.
+/// and counts the requests it served. It answers with status 200 unless told
+/// otherwise ([`HttpServer::set_status`]).
 pub struct HttpServer {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    pub status: Arc<AtomicU16>,
     task: JoinHandle<()>,
 }
 
@@ -34,18 +36,25 @@ impl HttpServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (h, n) = (hits.clone(), name.to_owned());
+        let status = Arc::new(AtomicU16::new(200));
+        let (h, n, st) = (hits.clone(), name.to_owned(), status.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (h, n) = (h.clone(), n.clone());
+                let (h, n, st) = (h.clone(), n.clone(), st.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |_req: Request<Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
                         let body = n.clone();
-                        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                        let code = st.load(Ordering::SeqCst);
+                        async move {
+                            let mut response = Response::new(Full::new(Bytes::from(body)));
+                            *response.status_mut() =
+                                hyper::StatusCode::from_u16(code).unwrap_or_default();
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -57,12 +66,18 @@ impl HttpServer {
             name: name.to_owned(),
             addr,
             hits,
+            status,
             task,
         }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Answers every later request with `code`.
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
     }
 
     pub fn port(&self) -> u16 {
