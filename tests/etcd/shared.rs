@@ -1,0 +1,126 @@
+//! Two registries on one etcd see each other.
+
+use std::time::Duration;
+
+use fluxor_registry::{DeregisterReason, Event, Query, ServiceDefinition};
+
+use crate::etcd_support::{shared_endpoint, unique_prefix};
+use crate::{id, inserted, next_change, next_event, registry, removed};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registries_see_each_others_registrations_and_deregistrations() {
+    let endpoint = shared_endpoint();
+    let prefix = unique_prefix("two-registries");
+    let a = registry(&endpoint, &prefix).await;
+    let b = registry(&endpoint, &prefix).await;
+    let mut b_sees = b.discover(Query::name("orders"));
+    let mut b_events = b.subscribe();
+
+    let one = a
+        .register(
+            ServiceDefinition::new("orders", "127.0.0.1", 7001)
+                .id(id("orders-a1"))
+                .tags(["core"])
+                .metadata("zone", "z1")
+                .ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let seen = inserted(next_change(&mut b_sees).await);
+    assert_eq!(seen, one, "B sees A's instance as A registered it");
+    assert_eq!(seen.metadata()["zone"], "z1");
+    match next_event(&mut b_events).await {
+        Event::Registered { instance, replaced } => {
+            assert_eq!(instance.id(), one.id());
+            assert!(!replaced);
+        }
+        other => panic!("expected registered, got {other:?}"),
+    }
+    // Reads are local: B's index has it.
+    assert_eq!(
+        b.find_services(&Query::name("orders").tag("core")),
+        vec![one.clone()]
+    );
+
+    // A heartbeat is a lease keep-alive: nothing changes for B.
+    a.heartbeat(one.id()).await.unwrap();
+
+    // And the other way round, plus a deregistration.
+    let mut a_sees = a.discover(Query::name("orders"));
+    assert_eq!(inserted(next_change(&mut a_sees).await).id(), one.id());
+    let two = b
+        .register(ServiceDefinition::new("orders", "127.0.0.1", 7002).id(id("orders-b1")))
+        .await
+        .unwrap();
+    assert_eq!(inserted(next_change(&mut a_sees).await), two);
+    assert_eq!(
+        inserted(next_change(&mut b_sees).await),
+        two,
+        "B's own stream"
+    );
+    b.deregister(two.id()).await.unwrap();
+    assert_eq!(removed(next_change(&mut a_sees).await), *two.id());
+    assert_eq!(removed(next_change(&mut b_sees).await), *two.id());
+    a.deregister(one.id()).await.unwrap();
+    assert_eq!(removed(next_change(&mut b_sees).await), *one.id());
+
+    // B's events: its own registration and deregistration of `two`, and A's
+    // deregistration of `one`, each once (the heartbeat and the echoes of
+    // B's own writes published nothing).
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        names.push(crate::describe_event(&next_event(&mut b_events).await));
+    }
+    assert_eq!(
+        names,
+        [
+            "service-registered orders-b1",
+            "service-deregistered orders-b1",
+            "service-deregistered orders-a1",
+        ]
+    );
+    assert!(b_events.try_recv().unwrap().is_none(), "no duplicate event");
+    assert!(a.is_empty() && b.is_empty());
+    assert!(a.backend_status().stale_since.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_built_later_starts_from_a_full_read() {
+    let endpoint = shared_endpoint();
+    let prefix = unique_prefix("late");
+    let a = registry(&endpoint, &prefix).await;
+    for port in 1..=3u16 {
+        a.register(ServiceDefinition::new("late", "127.0.0.1", port))
+            .await
+            .unwrap();
+    }
+    let b = registry(&endpoint, &prefix).await;
+    assert_eq!(b.get_all_services(), a.get_all_services());
+    assert_eq!(b.recovery_report().instances, 3);
+    assert!(b.recovery_report().is_clean());
+
+    // An expiry of an own instance, owned by its lease.
+    let mut b_events = b.subscribe();
+    let short = a
+        .register(ServiceDefinition::new("late", "127.0.0.1", 9).ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut b_events).await,
+        Event::Registered { .. }
+    ));
+    let mut a_events = a.subscribe();
+    match next_event(&mut a_events).await {
+        Event::Deregistered { instance, reason } => {
+            assert_eq!(instance.id(), short.id());
+            assert_eq!(reason, DeregisterReason::Expired);
+        }
+        other => panic!("expected the expiry, got {other:?}"),
+    }
+    match next_event(&mut b_events).await {
+        Event::Deregistered { instance, .. } => assert_eq!(instance.id(), short.id()),
+        other => panic!("expected the expiry, got {other:?}"),
+    }
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+}
