@@ -24,7 +24,8 @@ pub type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
 /// use; a backend makes registrations durable (a file) or shared between
 /// processes (etcd). Implementations: [`MemoryBackend`] (the default: nothing
 /// beyond the process), [`FileBackend`](crate::registry::FileBackend)
-/// (`builder().persistence(path)`).
+/// (`builder().persistence(path)`), and with the `etcd` feature
+/// `EtcdBackend` (`builder().etcd(endpoints)`).
 ///
 /// # Ordering
 ///

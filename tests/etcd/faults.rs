@@ -285,3 +285,65 @@ async fn a_frozen_etcd_is_noticed_through_http2_keep_alive() {
     register(&b, "svc", "marker", 9).await;
     assert!(changes_until(&mut a_sees, "marker").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_instance_that_stops_heartbeating_during_an_outage_expires() {
+    let mut etcd = EtcdProcess::start().await;
+    let a = registry(&etcd.endpoint(), "/fluxor").await;
+    let kept = a
+        .register(
+            ServiceDefinition::new("svc", "127.0.0.1", 1)
+                .id(id("kept"))
+                .ttl(std::time::Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let mut events = a.subscribe();
+    etcd.kill().await;
+    // Registered during the outage (not durable), then never heartbeated.
+    let during = a
+        .register(
+            ServiceDefinition::new("svc", "127.0.0.1", 2)
+                .id(id("silent"))
+                .ttl(std::time::Duration::from_secs(1)),
+        )
+        .await;
+    assert!(during.is_err());
+    assert_eq!(
+        describe_event(&next_event(&mut events).await),
+        "service-registered silent"
+    );
+    // `kept` is heartbeaten throughout (the heartbeats fail while etcd is
+    // down); `silent` is not.
+    let beat = {
+        let a = a.clone();
+        let id = kept.id().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let _ = a.heartbeat(&id).await;
+            }
+        })
+    };
+    match next_event(&mut events).await {
+        fluxor_registry::Event::Deregistered { instance, reason } => {
+            assert_eq!(instance.id(), &id("silent"));
+            assert_eq!(reason, fluxor_registry::DeregisterReason::Expired);
+        }
+        other => panic!("expected the expiry of `silent`, got {other:?}"),
+    }
+    etcd.restart(false).await;
+    let b = registry(&etcd.endpoint(), "/fluxor").await;
+    // `kept` is there; `silent` never reached etcd.
+    assert_eq!(
+        b.get_all_services()
+            .iter()
+            .map(|i| i.id().as_str())
+            .collect::<Vec<_>>(),
+        ["kept"]
+    );
+    beat.abort();
+    assert!(a.get_service(&id("silent")).is_none());
+    assert!(a.get_service(&id("kept")).is_some());
+}

@@ -106,10 +106,10 @@ impl EtcdProcess {
         let client = crate::support::http_client();
         let url = format!("{}/health", self.endpoint());
         for _ in 0..500 {
-            if let Ok(body) = crate::support::get_text(&client, url.clone()).await {
-                if body.contains("\"health\":\"true\"") {
-                    return;
-                }
+            if let Ok(body) = crate::support::get_text(&client, url.clone()).await
+                && body.contains("\"health\":\"true\"")
+            {
+                return;
             }
             // Polling a child process we do not control: there is nothing
             // to await instead.

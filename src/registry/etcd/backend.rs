@@ -133,6 +133,8 @@ struct Owned {
     /// The instance TTL; `None` when the backend keeps the lease alive.
     ttl: Option<Duration>,
     last_beat: Instant,
+    /// A re-registration is queued (at most one at a time).
+    reasserting: bool,
 }
 
 struct Seen {
@@ -296,14 +298,14 @@ impl Backend for EtcdBackend {
             match lease {
                 // Own instance without a lease: a put is pending.
                 Some(0) if is_own => {
-                    let _ = shared.writes.send(Write::Reassert(id));
+                    shared.request_reassert(&id);
                     Ok(())
                 }
                 Some(0) | None => Ok(()),
                 Some(lease) => match shared.keep_alive_once(lease).await? {
                     true => Ok(()),
                     false if is_own => {
-                        let _ = shared.writes.send(Write::Reassert(id));
+                        shared.request_reassert(&id);
                         Ok(())
                     }
                     // Someone else's lease is gone: the watch reports the
@@ -380,6 +382,35 @@ impl Shared {
         }
     }
 
+    /// Queues a re-registration of an owned instance, unless one is queued.
+    fn request_reassert(&self, id: &InstanceId) {
+        let mut owned = lock(&self.owned);
+        if let Some(own) = owned.get_mut(id)
+            && !own.reasserting
+        {
+            own.reasserting = true;
+            let _ = self.writes.send(Write::Reassert(id.clone()));
+        }
+    }
+
+    /// An owned instance with a TTL, no lease and no heartbeat for a TTL:
+    /// it expired while etcd could not tell anyone.
+    fn expire_unleased(&self, id: &InstanceId) {
+        let expired = {
+            let mut owned = lock(&self.owned);
+            let due = owned.get(id).is_some_and(|o| {
+                o.lease == 0 && o.ttl.is_some_and(|ttl| o.last_beat.elapsed() >= ttl)
+            });
+            due && owned.remove(id).is_some()
+        };
+        if expired {
+            self.emit(RemoteChange::Remove {
+                id: id.clone(),
+                reason: DeregisterReason::Expired,
+            });
+        }
+    }
+
     fn emit(&self, change: RemoteChange) {
         let _ = self.changes.send(change);
     }
@@ -433,7 +464,10 @@ impl Shared {
                     // revoked it) while the instance is alive: register it
                     // again, silently.
                     own.lease = 0;
-                    let _ = self.writes.send(Write::Reassert(gone.id));
+                    if !own.reasserting {
+                        own.reasserting = true;
+                        let _ = self.writes.send(Write::Reassert(gone.id));
+                    }
                     return;
                 }
                 owned.remove(&gone.id);
@@ -489,14 +523,17 @@ impl Shared {
 
     // --- writes ---
 
-    async fn put(&self, instance: ServiceInstance) -> Result<(), BackendError> {
+    /// Puts an owned instance. `fresh`: a registration (a sign of life), not
+    /// a re-registration after a lost lease, which keeps the last heartbeat.
+    async fn put(&self, instance: ServiceInstance, fresh: bool) -> Result<(), BackendError> {
         let id = instance.id().clone();
         let key = self.keys.key(&instance);
         let ttl = instance.ttl();
         let secs = lease_secs(ttl.unwrap_or(self.options.default_lease_ttl));
-        let previous = lock(&self.owned)
-            .get(&id)
-            .map(|own| (own.key.clone(), own.lease, own.ttl));
+        let (previous, last_beat) = match lock(&self.owned).get(&id) {
+            Some(own) => (Some((own.key.clone(), own.lease, own.ttl)), own.last_beat),
+            None => (None, Instant::now()),
+        };
         // Keep the lease when its TTL still fits.
         let reuse = previous
             .as_ref()
@@ -507,7 +544,8 @@ impl Shared {
             key: key.clone(),
             lease: reuse.unwrap_or(0),
             ttl,
-            last_beat: Instant::now(),
+            last_beat: if fresh { Instant::now() } else { last_beat },
+            reasserting: false,
         };
         lock(&self.owned).insert(id.clone(), own);
         let lease = match reuse {
@@ -574,13 +612,23 @@ impl Shared {
     }
 
     async fn reassert(&self, id: InstanceId) {
-        let Some(instance) = lock(&self.owned).get(&id).map(|o| o.instance.clone()) else {
-            return;
-        };
-        if let Some(own) = lock(&self.owned).get_mut(&id) {
+        let instance = {
+            let mut owned = lock(&self.owned);
+            let Some(own) = owned.get_mut(&id) else {
+                return;
+            };
+            own.reasserting = false;
+            if own.ttl.is_some_and(|ttl| own.last_beat.elapsed() >= ttl) {
+                // Its heartbeats stopped: it is expiring, not coming back.
+                own.lease = 0;
+                drop(owned);
+                self.expire_unleased(&id);
+                return;
+            }
             own.lease = 0;
-        }
-        match self.put(instance).await {
+            own.instance.clone()
+        };
+        match self.put(instance, false).await {
             Ok(()) => tracing::info!(target: TARGET, %id, "re-registered with a new lease"),
             Err(e) => {
                 tracing::debug!(target: TARGET, %id, error = %e, "re-registration failed; will retry")
@@ -596,7 +644,7 @@ async fn writer(shared: Arc<Shared>, mut writes: mpsc::UnboundedReceiver<Write>)
     while let Some(write) = writes.recv().await {
         match write {
             Write::Put(instance, done) => {
-                let _ = done.send(shared.put(instance).await);
+                let _ = done.send(shared.put(instance, true).await);
             }
             Write::Delete(instance, done) => {
                 let _ = done.send(shared.delete(instance).await);
@@ -630,7 +678,9 @@ async fn keep_alive(shared: std::sync::Weak<Shared>) {
         for (id, lease, alive) in leases {
             if lease == 0 {
                 if alive {
-                    let _ = shared.writes.send(Write::Reassert(id));
+                    shared.request_reassert(&id);
+                } else {
+                    shared.expire_unleased(&id);
                 }
                 continue;
             }
@@ -643,9 +693,7 @@ async fn keep_alive(shared: std::sync::Weak<Shared>) {
             }
             match shared.keep_alive_once(lease).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    let _ = shared.writes.send(Write::Reassert(id));
-                }
+                Ok(false) => shared.request_reassert(&id),
                 Err(e) => {
                     tracing::debug!(target: TARGET, %id, error = %e, "lease keep-alive failed");
                 }
@@ -753,5 +801,19 @@ async fn watch_once(shared: &Shared, revision: &mut i64, backoff_at: &mut Durati
             }
             *revision = (*revision).max(kv.mod_revision());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(lease_secs(Duration::from_millis(1)), 1);
+        assert_eq!(lease_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(lease_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(lease_secs(Duration::from_secs(30)), 30);
+        assert_eq!(lease_secs(Duration::ZERO), 1);
     }
 }
