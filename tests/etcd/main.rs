@@ -33,6 +33,11 @@ const PATIENCE: Duration = Duration::from_secs(15);
 
 /// A registry on `endpoint` under `prefix`, with short default leases.
 async fn registry(endpoint: &str, prefix: &str) -> ServiceRegistry {
+    // `RUST_LOG=fluxor_registry=debug` shows the backend's reconnections.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     ServiceRegistry::builder()
         .etcd_options(
             EtcdOptions::new([endpoint])
@@ -60,6 +65,7 @@ async fn next_event(events: &mut Subscription) -> Event {
     }
 }
 
+#[track_caller]
 fn inserted(change: Change<InstanceId, ServiceInstance>) -> ServiceInstance {
     match change {
         Change::Insert(id, instance) => {
@@ -70,6 +76,7 @@ fn inserted(change: Change<InstanceId, ServiceInstance>) -> ServiceInstance {
     }
 }
 
+#[track_caller]
 fn removed(change: Change<InstanceId, ServiceInstance>) -> InstanceId {
     match change {
         Change::Remove(id) => id,

@@ -124,3 +124,55 @@ async fn a_registry_built_later_starts_from_a_full_read() {
     assert_eq!(a.len(), 3);
     assert_eq!(b.len(), 3);
 }
+
+/// The watch echoes this registry's own writes back to it, possibly after
+/// the instance was already deregistered here: the echo must not bring it
+/// back for a moment (an extra insert and remove, and events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_echoes_of_own_writes_publish_nothing() {
+    let endpoint = shared_endpoint();
+    let prefix = unique_prefix("echoes");
+    let b = registry(&endpoint, &prefix).await;
+    let mut sees = b.discover(Query::name("quick"));
+    let mut events = b.subscribe();
+    let mut expected = Vec::new();
+    for n in 0..20 {
+        let name = format!("quick-{n}");
+        b.register(ServiceDefinition::new("quick", "127.0.0.1", 1).id(id(&name)))
+            .await
+            .unwrap();
+        b.deregister(&id(&name)).await.unwrap();
+        expected.push(format!("insert {name} port 1"));
+        expected.push(format!("remove {name}"));
+    }
+    // A write by another registry after all of B's: B's watch delivers it
+    // after every echo of B's own writes.
+    let other = registry(&endpoint, &prefix).await;
+    assert!(other.is_empty(), "etcd holds none of them");
+    other
+        .register(ServiceDefinition::new("quick", "127.0.0.1", 2).id(id("sync")))
+        .await
+        .unwrap();
+    let mut changes = Vec::new();
+    loop {
+        let text = crate::describe(&next_change(&mut sees).await);
+        if text == "insert sync port 2" {
+            break;
+        }
+        changes.push(text);
+    }
+    assert_eq!(changes, expected);
+    let mut count = 0;
+    while let Some(event) = events.try_recv().unwrap() {
+        assert!(matches!(
+            event,
+            Event::Registered { .. } | Event::Deregistered { .. }
+        ));
+        count += 1;
+    }
+    assert_eq!(
+        count,
+        20 * 2 + 1,
+        "one event per registration and deregistration"
+    );
+}

@@ -1,6 +1,6 @@
 //! [`EtcdBackend`]: leases, the cache's watch, resync and re-registration.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -119,6 +119,11 @@ struct Shared {
     /// What etcd holds under the prefix, as far as the watch has seen: the
     /// base of resync diffs and of lease lookups.
     seen: Mutex<HashMap<String, Seen>>,
+    /// Leases this process granted whose keys the watch may still report:
+    /// an event carrying one is the echo of our own write, which the
+    /// registry applied already, even if the instance was deregistered
+    /// since (then its deletion follows).
+    my_leases: Mutex<HashSet<i64>>,
     status: Mutex<BackendStatus>,
     writes: mpsc::UnboundedSender<Write>,
     changes: mpsc::UnboundedSender<RemoteChange>,
@@ -135,6 +140,8 @@ struct Owned {
     last_beat: Instant,
     /// A re-registration is queued (at most one at a time).
     reasserting: bool,
+    /// A put is under way: no lease yet is not a failure.
+    in_flight: bool,
 }
 
 struct Seen {
@@ -183,6 +190,7 @@ impl EtcdBackend {
             options,
             owned: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            my_leases: Mutex::new(HashSet::new()),
             status: Mutex::new(BackendStatus::default()),
             writes,
             changes,
@@ -387,6 +395,7 @@ impl Shared {
         let mut owned = lock(&self.owned);
         if let Some(own) = owned.get_mut(id)
             && !own.reasserting
+            && !own.in_flight
         {
             own.reasserting = true;
             let _ = self.writes.send(Write::Reassert(id.clone()));
@@ -427,11 +436,14 @@ impl Shared {
                 return;
             }
         };
-        let echo = lock(&self.owned)
-            .get(instance.id())
-            .is_some_and(|own| own.lease == kv.lease() && own.key == key);
+        let echo = lock(&self.my_leases).contains(&kv.lease());
         let mut seen = lock(&self.seen);
-        let changed = seen.get(&key).is_none_or(|s| s.value != kv.value());
+        let previous = seen.get(&key).map(|s| (s.lease, s.value != kv.value()));
+        let changed = previous.is_none_or(|(_, changed)| changed);
+        if let Some((old, _)) = previous.filter(|(old, _)| *old != kv.lease()) {
+            // The key moved to another lease: no event carries the old one.
+            lock(&self.my_leases).remove(&old);
+        }
         seen.insert(
             key,
             Seen {
@@ -451,6 +463,7 @@ impl Shared {
         let Some(gone) = lock(&self.seen).remove(key) else {
             return;
         };
+        lock(&self.my_leases).remove(&gone.lease);
         {
             let mut owned = lock(&self.owned);
             if let Some(own) = owned.get_mut(&gone.id) {
@@ -527,6 +540,15 @@ impl Shared {
     /// a re-registration after a lost lease, which keeps the last heartbeat.
     async fn put(&self, instance: ServiceInstance, fresh: bool) -> Result<(), BackendError> {
         let id = instance.id().clone();
+        let result = self.put_leased(instance, fresh).await;
+        if let Some(own) = lock(&self.owned).get_mut(&id) {
+            own.in_flight = false;
+        }
+        result
+    }
+
+    async fn put_leased(&self, instance: ServiceInstance, fresh: bool) -> Result<(), BackendError> {
+        let id = instance.id().clone();
         let key = self.keys.key(&instance);
         let ttl = instance.ttl();
         let secs = lease_secs(ttl.unwrap_or(self.options.default_lease_ttl));
@@ -546,6 +568,7 @@ impl Shared {
             ttl,
             last_beat: if fresh { Instant::now() } else { last_beat },
             reasserting: false,
+            in_flight: true,
         };
         lock(&self.owned).insert(id.clone(), own);
         let lease = match reuse {
@@ -590,6 +613,7 @@ impl Shared {
             .grant(secs, None)
             .await
             .map_err(err("grant lease"))?;
+        lock(&self.my_leases).insert(resp.id());
         Ok(resp.id())
     }
 
@@ -670,6 +694,7 @@ async fn keep_alive(shared: std::sync::Weak<Shared>) {
         };
         let leases: Vec<(InstanceId, i64, bool)> = lock(&shared.owned)
             .iter()
+            .filter(|(_, o)| !o.in_flight)
             .map(|(id, o)| {
                 let alive = o.ttl.is_none_or(|ttl| o.last_beat.elapsed() < ttl);
                 (id.clone(), o.lease, alive)
