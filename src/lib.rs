@@ -71,7 +71,11 @@ pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionErr
 pub use instance::{HealthStatus, InstanceId, Protocol, ServiceDefinition, ServiceInstance};
 pub use query::Query;
 pub use registry::{
-    Backend, BackendError, DiscoverExt, Endpoints, FileBackend, MakeEndpoint, RegistryBuilder,
-    RegistryError, ServiceDiscover, ServiceRegistry,
+    Backend, BackendError, BackendStatus, DiscoverExt, Endpoints, FileBackend, MakeEndpoint,
+    RegistryBuilder, RegistryError, ServiceDiscover, ServiceRegistry,
 };
 pub use validation::{ValidationError, ValidationErrorKind};
+
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use registry::etcd::{EtcdBackend, EtcdOptions};

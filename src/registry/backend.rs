@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use futures_core::Stream;
 
@@ -23,7 +24,8 @@ pub type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
 /// use; a backend makes registrations durable (a file) or shared between
 /// processes (etcd). Implementations: [`MemoryBackend`] (the default: nothing
 /// beyond the process), [`FileBackend`](crate::registry::FileBackend)
-/// (`builder().persistence(path)`).
+/// (`builder().persistence(path)`), and with the `etcd` feature
+/// `EtcdBackend` (`builder().etcd(endpoints)`).
 ///
 /// # Ordering
 ///
@@ -62,6 +64,43 @@ pub trait Backend: Send + Sync + 'static {
     fn remote_changes(&self) -> Option<BoxStream<'static, RemoteChange>> {
         None
     }
+
+    /// Whether the backend decides when instances expire (etcd: leases).
+    ///
+    /// When `true`, the registry runs no TTL expiry of its own for any
+    /// instance: heartbeats still move
+    /// [`last_heartbeat`](ServiceInstance::last_heartbeat) and reach
+    /// [`heartbeat`](Backend::heartbeat), and the backend reports expiries
+    /// through [`remote_changes`](Backend::remote_changes). Local backends
+    /// return `false` (the default), and the registry expires instances
+    /// whose TTL passes without a heartbeat.
+    fn owns_liveness(&self) -> bool {
+        false
+    }
+
+    /// The backend's health as a source of truth: whether the registry's
+    /// view may be stale, and what it had to skip. Local backends are never
+    /// stale (the default).
+    fn status(&self) -> BackendStatus {
+        BackendStatus::default()
+    }
+}
+
+/// What [`Backend::status`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStatus {
+    /// Since when the registry has not been following the shared store (the
+    /// connection is down or being re-established): reads keep serving the
+    /// last known state, which may be stale. `None` while up to date.
+    pub stale_since: Option<SystemTime>,
+    /// How many times the view was rebuilt from a full read (after the
+    /// store compacted away the changes it missed).
+    pub resyncs: u64,
+    /// How many stored values were skipped because they did not decode.
+    pub rejected: u64,
+    /// The last skipped value's key and why it was skipped.
+    pub last_rejected: Option<String>,
 }
 
 /// A change made elsewhere, reported by [`Backend::remote_changes`].

@@ -7,7 +7,8 @@
 //! [`Event`](crate::Event).
 //!
 //! Storage is a [`Backend`]: [`MemoryBackend`] by default, [`FileBackend`]
-//! with [`RegistryBuilder::persistence`], or one of your own.
+//! with [`RegistryBuilder::persistence`], `EtcdBackend` with
+//! `RegistryBuilder::etcd` (cargo feature `etcd`), or one of your own.
 //!
 //! [`ServiceDefinition`]: crate::ServiceDefinition
 //! [`Query`]: crate::Query
@@ -42,13 +43,16 @@
 mod backend;
 mod discover;
 mod error;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd;
 mod expiry;
 mod file;
 mod service_registry;
 
 pub use backend::{
-    Backend, BackendError, BoxFuture, BoxStream, DroppedRecord, MemoryBackend, Recovered,
-    RecoveryReport, RemoteChange,
+    Backend, BackendError, BackendStatus, BoxFuture, BoxStream, DroppedRecord, MemoryBackend,
+    Recovered, RecoveryReport, RemoteChange,
 };
 pub use discover::{DiscoverExt, Endpoints, MakeEndpoint, ServiceDiscover};
 pub use error::RegistryError;

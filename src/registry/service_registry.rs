@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
-use super::backend::{Backend, MemoryBackend, RecoveryReport, RemoteChange};
+use super::backend::{Backend, BackendStatus, MemoryBackend, RecoveryReport, RemoteChange};
 use super::discover::ServiceDiscover;
 use super::error::RegistryError;
 use super::expiry::{self, Expiry};
@@ -111,6 +111,8 @@ enum BackendChoice {
     Memory,
     File(PathBuf, FileOptions),
     Custom(Arc<dyn Backend>),
+    #[cfg(feature = "etcd")]
+    Etcd(super::etcd::EtcdOptions),
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -119,6 +121,8 @@ impl fmt::Debug for RegistryBuilder {
             BackendChoice::Memory => "memory".to_owned(),
             BackendChoice::File(p, _) => format!("file {}", p.display()),
             BackendChoice::Custom(b) => b.name().to_owned(),
+            #[cfg(feature = "etcd")]
+            BackendChoice::Etcd(o) => format!("etcd {:?} {}", o.endpoints, o.prefix),
         };
         f.debug_struct("RegistryBuilder")
             .field("backend", &backend)
@@ -146,6 +150,41 @@ impl RegistryBuilder {
         self
     }
 
+    /// Shares the registry through etcd at `endpoints` (e.g.
+    /// `"http://127.0.0.1:2379"`), under the prefix `/fluxor` unless
+    /// [`prefix`](Self::prefix) says otherwise; see
+    /// [`EtcdBackend`](super::etcd::EtcdBackend). `build` fails if etcd does
+    /// not answer.
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub fn etcd<I, S>(self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.etcd_options(super::etcd::EtcdOptions::new(endpoints))
+    }
+
+    /// Like [`etcd`](Self::etcd), with tuning.
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub fn etcd_options(mut self, options: super::etcd::EtcdOptions) -> Self {
+        self.backend = BackendChoice::Etcd(options);
+        self
+    }
+
+    /// The etcd key prefix (default `/fluxor`): registries share instances
+    /// when they share endpoints and prefix. Only meaningful after
+    /// [`etcd`](Self::etcd).
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        if let BackendChoice::Etcd(options) = &mut self.backend {
+            options.prefix = prefix.into();
+        }
+        self
+    }
+
     /// How many events a subscriber may fall behind before it lags
     /// (default 1024).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
@@ -163,6 +202,10 @@ impl RegistryBuilder {
                 Arc::new(FileBackend::open_with(path, options).await?)
             }
             BackendChoice::Custom(backend) => backend,
+            #[cfg(feature = "etcd")]
+            BackendChoice::Etcd(options) => {
+                Arc::new(super::etcd::EtcdBackend::connect(options).await?)
+            }
         };
         let recovered = backend.load().await?;
         let (changes, _) = broadcast::channel(CHANGE_CAPACITY);
@@ -239,7 +282,7 @@ impl ServiceRegistry {
         let inner = &self.inner;
         let (instance, durable) = {
             let _w = inner.write_lock();
-            let deadline = inner.expiry.deadline_after(definition.ttl_value());
+            let deadline = inner.deadline_after(definition.ttl_value());
             let previous = inner.by_id.get(&id).map(|e| e.value().clone());
             let instance = match &previous {
                 Some(prev) => {
@@ -310,7 +353,7 @@ impl ServiceRegistry {
             .get(id)
             .map(|e| e.value().clone())
             .ok_or_else(|| RegistryError::NotFound(id.clone()))?;
-        let deadline = self.inner.expiry.deadline_after(instance.ttl());
+        let deadline = self.inner.deadline_after(instance.ttl());
         instance.liveness().beat(system_now(), deadline);
         self.inner.backend.heartbeat(&instance).await?;
         Ok(())
@@ -415,6 +458,13 @@ impl ServiceRegistry {
         &self.inner.recovery
     }
 
+    /// The backend's view of itself: whether reads may be stale (a shared
+    /// backend lost its connection), how often it resynced, and what stored
+    /// values it skipped. Always fresh for the memory and file backends.
+    pub fn backend_status(&self) -> BackendStatus {
+        self.inner.backend.status()
+    }
+
     /// The backend's name (`"memory"`, `"file"`, …).
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
@@ -433,6 +483,16 @@ impl fmt::Debug for ServiceRegistry {
 // === impl Inner ===
 
 impl Inner {
+    /// The local expiry deadline of a registration with `ttl`: none when the
+    /// backend owns liveness (etcd leases).
+    fn deadline_after(&self, ttl: Option<std::time::Duration>) -> u64 {
+        if self.backend.owns_liveness() {
+            expiry::NO_DEADLINE
+        } else {
+            self.expiry.deadline_after(ttl)
+        }
+    }
+
     fn write_lock(&self) -> MutexGuard<'_, ()> {
         // The guarded data is `()`: a panic elsewhere cannot leave it broken.
         self.write
@@ -481,7 +541,7 @@ impl Inner {
     }
 
     fn fresh_snapshot(&self, loaded: &ServiceInstance, now: SystemTime) -> ServiceInstance {
-        let deadline = self.expiry.deadline_after(loaded.ttl());
+        let deadline = self.deadline_after(loaded.ttl());
         ServiceInstance::new(
             loaded.id().clone(),
             loaded.definition().clone(),
