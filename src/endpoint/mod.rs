@@ -32,6 +32,10 @@
 //! # }
 //! ```
 
+#[cfg(feature = "hyper")]
+mod http;
 pub(crate) mod layer;
 
+#[cfg(feature = "hyper")]
+pub use http::{AddressError, EndpointError, HttpEndpoint, InstanceClient, InstanceFuture};
 pub use layer::{EndpointLayer, LayeredDiscover};
