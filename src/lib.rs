@@ -54,6 +54,7 @@
 
 pub mod endpoint;
 pub mod event;
+pub mod health;
 pub mod instance;
 pub mod query;
 pub mod registry;
@@ -61,6 +62,11 @@ pub mod validation;
 
 pub use endpoint::EndpointLayer;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};
+pub use health::{
+    CheckKind, CheckReport, CheckResult, CheckSpec, CheckerStats, HealthChecker,
+    HealthCheckerConfig, HealthConfig, HealthError, HealthFilterDiscover, HealthFilterLayer,
+    HealthReport,
+};
 pub use instance::{HealthStatus, InstanceId, Protocol, ServiceDefinition, ServiceInstance};
 pub use query::Query;
 pub use registry::{
