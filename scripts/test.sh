@@ -20,3 +20,5 @@ for example in quickstart; do
     echo "-- cargo run --example $example"
     timeout 120 cargo run --quiet $FEATURES --example "$example"
 done
+echo "-- cargo run --example health_scale (smoke size: 200 instances, 2 s)"
+timeout 300 cargo run --quiet $FEATURES --example health_scale -- 200 2

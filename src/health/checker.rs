@@ -399,6 +399,11 @@ impl HealthChecker {
         self.shared.stats.snapshot(instances)
     }
 
+    /// Starts [`stats`](Self::stats) afresh, e.g. for a measurement window.
+    pub fn reset_stats(&self) {
+        self.shared.stats.reset();
+    }
+
     pub(crate) fn subscribe_changes(&self) -> broadcast::Receiver<(InstanceId, HealthStatus)> {
         self.shared.changes.subscribe()
     }
@@ -552,6 +557,12 @@ impl Shared {
                 push(queue, next_seq, at, due.id, due.generation, due.check);
                 continue;
             }
+            // One lazily connecting channel per gRPC check, kept between
+            // rounds (it reconnects by itself).
+            #[cfg(feature = "grpc")]
+            if matches!(slot.spec.probe, Probe::Grpc(_)) && slot.channel.is_none() {
+                slot.channel = super::grpc::channel(&managed.instance).ok();
+            }
             jobs.push(Job {
                 id: due.id.clone(),
                 generation: due.generation,
@@ -625,14 +636,6 @@ impl Shared {
             let Some(slot) = managed.checks.get_mut(job.check) else {
                 return Followup::default();
             };
-            #[cfg(feature = "grpc")]
-            if slot.channel.is_none() {
-                slot.channel = job.channel.clone().or_else(|| {
-                    matches!(slot.spec.probe, Probe::Grpc(_))
-                        .then(|| super::grpc::channel(&managed.instance).ok())
-                        .flatten()
-                });
-            }
             let delay = next_delay(rng, slot.interval, jitter);
             slot.record(outcome, took, now);
             now + delay
@@ -961,6 +964,15 @@ impl StatsInner {
         self.max_late_us.fetch_max(us, Ordering::Relaxed);
         let bucket = BUCKETS_US.iter().position(|b| us < *b).unwrap_or(15);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        for counter in [&self.started, &self.completed, &self.max_late_us]
+            .into_iter()
+            .chain(&self.buckets)
+        {
+            counter.store(0, Ordering::Relaxed);
+        }
     }
 
     fn snapshot(&self, instances: usize) -> CheckerStats {

@@ -34,7 +34,7 @@ pub struct HealthCheckerConfig {
     /// `None` seeds from the operating system.
     pub seed: Option<u64>,
     /// How many bytes of a check's output (HTTP body, command output) a
-    /// report keeps (default 4096).
+    /// report keeps (default 4096, at least 64).
     pub max_output: usize,
 }
 
@@ -62,6 +62,12 @@ impl HealthCheckerConfig {
         }
         if self.max_concurrency == 0 {
             return bad("max_concurrency must be at least 1".into());
+        }
+        if self.max_output < 64 {
+            return bad(format!(
+                "max_output must be at least 64 bytes, got {}",
+                self.max_output
+            ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
             return bad(format!(
