@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -45,7 +47,7 @@ pub(crate) struct Shared {
     registry: ServiceRegistry,
     config: HealthCheckerConfig,
     handle: Option<Handle>,
-    http: HttpClient,
+    runner: Runner,
     state: Mutex<State>,
     notify: Arc<Notify>,
     semaphore: Arc<Semaphore>,
@@ -97,6 +99,8 @@ struct Slot {
     /// How many explicit updates it has had: two at one instant differ.
     refreshes: u64,
     ttl_seen: Option<(u64, Option<Instant>, bool)>,
+    /// HTTP checks: the request URI, built once per address.
+    uri: Option<::http::Uri>,
     #[cfg(feature = "grpc")]
     channel: Option<tonic::transport::Channel>,
 }
@@ -110,8 +114,17 @@ struct Job {
     instance: ServiceInstance,
     spec: Arc<CheckSpec>,
     timeout: Duration,
+    uri: Option<::http::Uri>,
     #[cfg(feature = "grpc")]
     channel: Option<tonic::transport::Channel>,
+}
+
+/// What runs a check: cheap to clone, holds no reference to the checker,
+/// so running checks never keep a dropped checker alive.
+#[derive(Clone)]
+struct Runner {
+    http: HttpClient,
+    max_output: usize,
 }
 
 /// What to do after the state lock is released.
@@ -137,7 +150,10 @@ impl HealthChecker {
             shared: Arc::new(Shared {
                 registry,
                 handle: Handle::try_current().ok(),
-                http: http::client(),
+                runner: Runner {
+                    http: http::client(),
+                    max_output: config.max_output,
+                },
                 state: Mutex::new(State {
                     instances: HashMap::new(),
                     queue: BinaryHeap::new(),
@@ -278,6 +294,7 @@ impl HealthChecker {
                 instance: instance.clone(),
                 spec: slot.spec.clone(),
                 timeout: slot.timeout,
+                uri: None,
                 #[cfg(feature = "grpc")]
                 channel: None,
             };
@@ -288,7 +305,7 @@ impl HealthChecker {
                     Probe::Ttl(ttl) => shared.one_shot_ttl(&job.id, &name, ttl, started),
                     _ => {
                         let _permit = shared.semaphore.clone().acquire_owned().await;
-                        shared.run(&job).await
+                        shared.runner.run(&job).await
                     }
                 };
                 (outcome, started.elapsed())
@@ -505,6 +522,7 @@ impl Shared {
                 refresh: None,
                 refreshes: 0,
                 ttl_seen: None,
+                uri: None,
                 #[cfg(feature = "grpc")]
                 channel: None,
             });
@@ -523,10 +541,15 @@ impl Shared {
 
     /// Takes due checks off the queue. TTL checks are evaluated here (no
     /// I/O); the others are returned to run. Returns the next due time.
-    fn take_due(&self, now: Instant, jobs: &mut Vec<Job>) -> (Vec<Followup>, Option<Instant>) {
+    fn take_due(
+        &self,
+        now: Instant,
+        jobs: &mut Vec<Job>,
+        capacity: usize,
+    ) -> (Vec<Followup>, Option<Instant>) {
         let mut followups = Vec::new();
         let mut state = self.lock();
-        while jobs.len() < BATCH {
+        while jobs.len() < capacity.min(BATCH) {
             match state.queue.peek() {
                 Some(Reverse(due)) if due.at <= now => {}
                 _ => break,
@@ -559,6 +582,12 @@ impl Shared {
             }
             // One lazily connecting channel per gRPC check, kept between
             // rounds (it reconnects by itself).
+            if let Probe::Http(spec) = &slot.spec.probe
+                && slot.uri.is_none()
+            {
+                let url = format!("{}{}", managed.instance.base_url(), spec.path);
+                slot.uri = url.parse().ok();
+            }
             #[cfg(feature = "grpc")]
             if matches!(slot.spec.probe, Probe::Grpc(_)) && slot.channel.is_none() {
                 slot.channel = super::grpc::channel(&managed.instance).ok();
@@ -571,6 +600,7 @@ impl Shared {
                 instance: managed.instance.clone(),
                 spec: slot.spec.clone(),
                 timeout: slot.timeout,
+                uri: slot.uri.clone(),
                 #[cfg(feature = "grpc")]
                 channel: slot.channel.clone(),
             });
@@ -578,46 +608,6 @@ impl Shared {
         let next = state.queue.peek().map(|Reverse(d)| d.at);
         state.wake_at = next;
         (followups, next)
-    }
-
-    /// Runs one check, within its timeout.
-    async fn run(&self, job: &Job) -> Outcome {
-        let max = self.config.max_output;
-        let timeout = job.timeout;
-        let timed_out = || {
-            Outcome::critical(format!(
-                "{} check timed out after {timeout:?}",
-                job.spec.kind()
-            ))
-        };
-        match &job.spec.probe {
-            Probe::Http(spec) => {
-                tokio::time::timeout(timeout, http::probe(&self.http, spec, &job.instance, max))
-                    .await
-                    .unwrap_or_else(|_| timed_out())
-            }
-            Probe::Tcp => tokio::time::timeout(timeout, tcp::probe(&job.instance))
-                .await
-                .unwrap_or_else(|_| timed_out()),
-            Probe::Exec(argv) => exec::probe(argv, &job.instance, timeout, max).await,
-            Probe::Ttl(_) => Outcome::critical("a ttl check is not run".to_owned()),
-            #[cfg(feature = "grpc")]
-            Probe::Grpc(service) => {
-                let channel = match &job.channel {
-                    Some(channel) => channel.clone(),
-                    None => match super::grpc::channel(&job.instance) {
-                        Ok(channel) => channel,
-                        Err(e) => return Outcome::critical(e),
-                    },
-                };
-                let authority = job.instance.authority();
-                tokio::time::timeout(timeout, super::grpc::probe(channel, service, &authority))
-                    .await
-                    .unwrap_or_else(|_| timed_out())
-            }
-            #[cfg(not(feature = "grpc"))]
-            Probe::Grpc(_) => Outcome::critical("grpc checks need the `grpc` feature".to_owned()),
-        }
     }
 
     /// Feeds a finished run to its check and schedules the next.
@@ -752,10 +742,13 @@ impl Shared {
     fn refresh_instance(&self, instance: &ServiceInstance) {
         let mut state = self.lock();
         if let Some(managed) = state.instances.get_mut(instance.id()) {
-            if managed.instance.authority() != instance.authority() {
-                #[cfg(feature = "grpc")]
+            if managed.instance.base_url() != instance.base_url() {
                 for slot in &mut managed.checks {
-                    slot.channel = None;
+                    slot.uri = None;
+                    #[cfg(feature = "grpc")]
+                    {
+                        slot.channel = None;
+                    }
                 }
             }
             managed.instance = instance.clone();
@@ -778,6 +771,51 @@ impl Drop for Shared {
             for task in tasks {
                 task.abort();
             }
+        }
+    }
+}
+
+// === impl Runner ===
+
+impl Runner {
+    /// Runs one check, within its timeout.
+    async fn run(&self, job: &Job) -> Outcome {
+        let max = self.max_output;
+        let timeout = job.timeout;
+        let timed_out = || {
+            Outcome::critical(format!(
+                "{} check timed out after {timeout:?}",
+                job.spec.kind()
+            ))
+        };
+        match &job.spec.probe {
+            Probe::Http(spec) => tokio::time::timeout(
+                timeout,
+                http::probe(&self.http, spec, &job.instance, job.uri.as_ref(), max),
+            )
+            .await
+            .unwrap_or_else(|_| timed_out()),
+            Probe::Tcp => tokio::time::timeout(timeout, tcp::probe(&job.instance))
+                .await
+                .unwrap_or_else(|_| timed_out()),
+            Probe::Exec(argv) => exec::probe(argv, &job.instance, timeout, max).await,
+            Probe::Ttl(_) => Outcome::critical("a ttl check is not run".to_owned()),
+            #[cfg(feature = "grpc")]
+            Probe::Grpc(service) => {
+                let channel = match &job.channel {
+                    Some(channel) => channel.clone(),
+                    None => match super::grpc::channel(&job.instance) {
+                        Ok(channel) => channel,
+                        Err(e) => return Outcome::critical(e),
+                    },
+                };
+                let authority = job.instance.authority();
+                tokio::time::timeout(timeout, super::grpc::probe(channel, service, &authority))
+                    .await
+                    .unwrap_or_else(|_| timed_out())
+            }
+            #[cfg(not(feature = "grpc"))]
+            Probe::Grpc(_) => Outcome::critical("grpc checks need the `grpc` feature".to_owned()),
         }
     }
 }
@@ -855,52 +893,60 @@ impl Slot {
 // === tasks ===
 
 /// The scheduler: one task for every check of every instance. It sleeps
-/// until the earliest due check, then hands due checks to at most
-/// `max_concurrency` running tasks.
+/// until the earliest due check, and runs at most `max_concurrency` checks
+/// at once, itself: no task per check, so nothing grows with the number of
+/// instances but the timer queue.
 async fn schedule(weak: Weak<Shared>) {
     let mut jobs = Vec::with_capacity(BATCH);
+    let mut running = FuturesUnordered::new();
+    // One timer entry, moved with `reset`, rather than a new one per wake.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
         };
+        let max = shared.config.max_concurrency.max(1);
         let now = Instant::now();
-        let (followups, next) = shared.take_due(now, &mut jobs);
+        let room = max.saturating_sub(running.len());
+        let (followups, next) = shared.take_due(now, &mut jobs, room);
         for followup in followups {
             shared.follow(followup);
         }
-        let more = jobs.len() >= BATCH;
         for job in jobs.drain(..) {
-            let Ok(permit) = shared.semaphore.clone().acquire_owned().await else {
-                return;
-            };
             let lateness = Instant::now().saturating_duration_since(job.due);
             shared.stats.record_start(lateness);
-            tokio::spawn(run_job(shared.clone(), job, permit));
-        }
-        if more {
-            continue;
+            running.push(run_job(weak.clone(), shared.runner.clone(), job));
         }
         // A `notify_one` since `take_due` left a permit: nothing is missed.
         let notify = shared.notify.clone();
         drop(shared);
         let notified = notify.notified();
-        match next {
-            Some(at) if at <= Instant::now() => {}
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = notified => {}
+        let full = running.len() >= max;
+        // While full, only a finished check makes room.
+        let wake = match next {
+            Some(at) if !full => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
                 }
+                true
             }
-            None => notified.await,
+            _ => false,
+        };
+        tokio::select! {
+            Some(()) = running.next(), if !running.is_empty() => {}
+            () = &mut timer, if wake => {}
+            () = notified, if !full => {}
         }
     }
 }
 
-async fn run_job(shared: Arc<Shared>, job: Job, permit: OwnedSemaphorePermit) {
+async fn run_job(weak: Weak<Shared>, runner: Runner, job: Job) {
     let started = Instant::now();
-    let outcome = shared.run(&job).await;
-    drop(permit);
+    let outcome = runner.run(&job).await;
+    let Some(shared) = weak.upgrade() else {
+        return;
+    };
     let followup = shared.complete(job, outcome, started.elapsed());
     shared.stats.completed.fetch_add(1, Ordering::Relaxed);
     shared.follow(followup);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -39,14 +39,26 @@ pub(crate) fn classify(status: StatusCode) -> HealthStatus {
     }
 }
 
+/// Runs one HTTP check; `uri` is the cached request URI, if built.
 pub(crate) async fn probe(
     client: &HttpClient,
     spec: &HttpProbe,
     instance: &ServiceInstance,
+    uri: Option<&Uri>,
     max_output: usize,
 ) -> Outcome {
-    let url = format!("{}{}", instance.base_url(), spec.path);
-    let request = match build(spec, &url) {
+    let uri = match uri {
+        Some(uri) => uri.clone(),
+        None => {
+            let url = format!("{}{}", instance.base_url(), spec.path);
+            match url.parse::<Uri>() {
+                Ok(uri) => uri,
+                Err(e) => return Outcome::critical(format!("{} {url}: {e}", spec.method)),
+            }
+        }
+    };
+    let url = &uri;
+    let request = match build(spec, uri.clone()) {
         Ok(request) => request,
         Err(e) => return Outcome::critical(format!("{} {url}: {e}", spec.method)),
     };
@@ -98,12 +110,14 @@ pub(crate) async fn probe(
     }
 }
 
-fn build(spec: &HttpProbe, url: &str) -> Result<Request<Empty<Bytes>>, http::Error> {
+fn build(spec: &HttpProbe, uri: Uri) -> Result<Request<Empty<Bytes>>, http::Error> {
     let mut request = Request::builder()
         .method(Method::from_bytes(spec.method.as_bytes())?)
-        .uri(url)
-        .header(header::USER_AGENT, "fluxor-registry health check")
-        .header(header::ACCEPT, "text/plain, text/*, */*")
+        .uri(uri)
+        .header(
+            header::USER_AGENT,
+            HeaderValue::from_static("fluxor-registry health check"),
+        )
         .body(Empty::new())?;
     for (name, value) in &spec.headers {
         request.headers_mut().append(
