@@ -47,7 +47,10 @@
 //! # Cargo features
 //!
 //! The default build needs nothing but the Rust toolchain. `full` turns on
-//! every optional integration.
+//! every optional integration:
+//!
+//! * `grpc`: gRPC health checks (`CheckSpec::grpc`) through tonic and
+//!   tonic-health (pure Rust, no `protoc`).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -31,6 +31,39 @@ use crate::instance::{HealthStatus, InstanceId};
 /// than that share of the endpoints are healthy every endpoint is routed to
 /// (better to try a possibly bad endpoint than to fail every request), and
 /// the unhealthy ones are removed again once enough have recovered.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use fluxor_registry::{
+///     CheckSpec, HealthChecker, HealthCheckerConfig, HealthConfig, HealthFilterLayer, Query,
+///     ServiceDefinition, ServiceRegistry,
+/// };
+/// use futures_util::StreamExt;
+/// use tower::{Layer, discover::Change};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = ServiceRegistry::builder().build().await?;
+/// let checker = HealthChecker::new(registry.clone(), HealthCheckerConfig::default());
+/// let api = registry.register(ServiceDefinition::new("api", "127.0.0.1", 9000)).await?;
+/// checker.start_health_checks(&api, HealthConfig {
+///     checks: vec![CheckSpec::ttl(Duration::from_secs(30)).name("alive")],
+///     ..Default::default()
+/// })?;
+/// let mut healthy = HealthFilterLayer::new(checker.clone())
+///     .layer(registry.discover(Query::name("api")));
+///
+/// checker.pass_ttl(api.id(), "alive", "up")?;
+/// assert!(matches!(healthy.next().await, Some(Ok(Change::Insert(..)))));
+/// checker.fail_ttl(api.id(), "alive", "down")?;
+/// assert!(matches!(healthy.next().await, Some(Ok(Change::Remove(..)))));
+/// checker.pass_ttl(api.id(), "alive", "up again")?;
+/// assert!(matches!(healthy.next().await, Some(Ok(Change::Insert(..)))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct HealthFilterLayer {
     checker: HealthChecker,

@@ -8,7 +8,7 @@
 //! thousand instances do not fire at once) and feeds every result to a pure
 //! state machine ([`CheckState`]) with Consul's statuses and thresholds.
 //! The instance's status, the worst of its checks', is written to the
-//! registry with [`set_health_status`](ServiceRegistry::set_health_status):
+//! registry with [`set_health_status`](crate::ServiceRegistry::set_health_status):
 //! `find_services` with `healthy_only` and `discover` streams follow it, and
 //! `service-healthy` / `service-unhealthy` events fire once per transition.
 //!
@@ -22,7 +22,7 @@
 //!   warning, else critical; on timeout its process group is killed.
 //! * **TTL** ([`CheckSpec::ttl`]): critical unless refreshed in time through
 //!   [`pass_ttl`](HealthChecker::pass_ttl) / `warn_ttl` / `fail_ttl` or a
-//!   registry [`heartbeat`](ServiceRegistry::heartbeat).
+//!   registry [`heartbeat`](crate::ServiceRegistry::heartbeat).
 //! * **gRPC** (`CheckSpec::grpc`, cargo feature `grpc`):
 //!   `grpc.health.v1.Health/Check` through tonic.
 //!
@@ -32,8 +32,6 @@
 //! once. An instance's checks stop when it leaves the registry.
 //!
 //! [`ServiceRegistry`]: crate::ServiceRegistry
-//! [`ServiceRegistry::set_health_status`]: crate::ServiceRegistry::set_health_status
-//! [`ServiceRegistry::heartbeat`]: crate::ServiceRegistry::heartbeat
 //!
 //! # Examples
 //!

@@ -21,6 +21,27 @@
 //!
 //! [`Unknown`]: HealthStatus::Unknown
 //! [`Critical`]: HealthStatus::Critical
+//!
+//! # Examples
+//!
+//! ```
+//! use fluxor_registry::HealthStatus::{Critical, Passing};
+//! use fluxor_registry::health::{CheckState, Thresholds};
+//! use tokio::time::Instant;
+//!
+//! let thresholds = Thresholds { success_before_passing: 2, failures_before_critical: 3 };
+//! let now = Instant::now();
+//! let mut check = CheckState::new();
+//! check.observe(Passing, thresholds, now); // a first pass counts at once
+//! assert_eq!(check.status(), Passing);
+//! check.observe(Critical, thresholds, now);
+//! check.observe(Critical, thresholds, now);
+//! assert_eq!(check.status(), Passing); // two failures of three
+//! assert!(check.observe(Critical, thresholds, now));
+//! assert_eq!(check.status(), Critical);
+//! check.observe(Passing, thresholds, now);
+//! assert_eq!(check.status(), Critical); // one success of two
+//! ```
 
 use std::time::Duration;
 
