@@ -104,6 +104,7 @@ async fn output_is_captured_without_a_shell_and_truncated() {
 }
 
 /// The state letter of `/proc/<pid>/stat`, or `None` if the process is gone.
+#[cfg(target_os = "linux")]
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
@@ -113,6 +114,13 @@ fn proc_state(pid: u32) -> Option<char> {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group_and_reaps_the_child() {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::Pid;
+
+    // Orphans of our children come to us, so the test can wait for the
+    // shell's own child and see how it died.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
     let (checker, instance) = setup(4096).await;
     // The shell starts a background sleep, prints both pids, and waits.
     let spec = CheckSpec::exec(["sh", "-c", "sleep 300 & echo $$ $!; wait"])
@@ -129,13 +137,19 @@ async fn timeout_kills_the_whole_process_group_and_reaps_the_child() {
         .map(|p| p.parse().unwrap())
         .collect();
     let (shell, sleeper) = (pids[0], pids[1]);
-    // The shell was our child: killed and reaped, so gone entirely.
+    // The shell was the checker's child: killed and reaped, so gone, not
+    // a zombie.
     assert_eq!(proc_state(shell), None, "shell {shell} still exists");
-    // The sleep was the shell's child, in the same group: killed. Its
-    // reaper is init, so at most a zombie may linger for a moment.
-    let state = proc_state(sleeper);
+    // The sleep, in the shell's process group, was killed with SIGKILL
+    // (not left running for 300 s): waiting for it returns at once.
+    let pid = Pid::from_raw(i32::try_from(sleeper).unwrap());
+    let status = tokio::task::spawn_blocking(move || waitpid(pid, None))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
-        matches!(state, None | Some('Z') | Some('X')),
-        "sleep {sleeper} is {state:?}"
+        matches!(status, WaitStatus::Signaled(p, Signal::SIGKILL, _) if p == pid),
+        "{status:?}"
     );
+    assert_eq!(proc_state(sleeper), None);
 }
