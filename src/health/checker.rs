@@ -585,8 +585,7 @@ impl Shared {
             if let Probe::Http(spec) = &slot.spec.probe
                 && slot.uri.is_none()
             {
-                let url = format!("{}{}", managed.instance.base_url(), spec.path);
-                slot.uri = url.parse().ok();
+                slot.uri = http::url(&managed.instance, spec).parse().ok();
             }
             #[cfg(feature = "grpc")]
             if matches!(slot.spec.probe, Probe::Grpc(_)) && slot.channel.is_none() {
@@ -742,7 +741,7 @@ impl Shared {
     fn refresh_instance(&self, instance: &ServiceInstance) {
         let mut state = self.lock();
         if let Some(managed) = state.instances.get_mut(instance.id()) {
-            if managed.instance.base_url() != instance.base_url() {
+            if managed.instance.authority() != instance.authority() {
                 for slot in &mut managed.checks {
                     slot.uri = None;
                     #[cfg(feature = "grpc")]

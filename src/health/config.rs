@@ -21,8 +21,10 @@ pub struct HealthCheckerConfig {
     /// How long one check may take when its [`CheckSpec`] does not say
     /// (default 5 s). A check that takes longer is critical.
     pub timeout: Duration,
-    /// How many checks may run at once, across every instance (default 128).
-    /// Due checks wait for a slot; they never pile up as extra tasks.
+    /// How many scheduled checks may run at once, across every instance
+    /// (default 128); due checks wait for a slot and never pile up as extra
+    /// tasks. One-shot [`check_health`](super::HealthChecker::check_health)
+    /// runs share a second budget of the same size.
     pub max_concurrency: usize,
     /// Spread of the schedule, as a fraction of the interval, `0.0..=1.0`
     /// (default 0.1). An instance's first check runs at a random point in the
@@ -187,7 +189,8 @@ impl CheckSpec {
         }
     }
 
-    /// `GET path` on the instance (`http://host:port{path}`): 2xx is passing,
+    /// `GET path` on the instance (`http://host:port{path}`, whatever its
+    /// protocol; `https` instances are refused): 2xx is passing,
     /// 429 warning, anything else (or no answer in time) critical, as in
     /// Consul. Redirects are not followed.
     pub fn http(path: impl Into<String>) -> Self {

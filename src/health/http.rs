@@ -28,6 +28,12 @@ pub(crate) fn client() -> HttpClient {
         .build(connector)
 }
 
+/// `http://host:port{path}`: checks speak plain HTTP whatever the
+/// instance's protocol (`https` instances are refused up front).
+pub(crate) fn url(instance: &ServiceInstance, spec: &HttpProbe) -> String {
+    format!("http://{}{}", instance.authority(), spec.path)
+}
+
 /// Consul's rule: 2xx passing, 429 warning, anything else critical.
 pub(crate) fn classify(status: StatusCode) -> HealthStatus {
     if status.is_success() {
@@ -50,7 +56,7 @@ pub(crate) async fn probe(
     let uri = match uri {
         Some(uri) => uri.clone(),
         None => {
-            let url = format!("{}{}", instance.base_url(), spec.path);
+            let url = url(instance, spec);
             match url.parse::<Uri>() {
                 Ok(uri) => uri,
                 Err(e) => return Outcome::critical(format!("{} {url}: {e}", spec.method)),

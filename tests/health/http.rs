@@ -303,3 +303,36 @@ async fn concurrency_is_bounded() {
     assert_eq!(stats.instances, 24);
     assert_eq!(stats.started, 24);
 }
+
+#[tokio::test]
+async fn re_registration_at_a_new_address_moves_the_checks() {
+    let old = FlipServer::start("old").await;
+    let new = FlipServer::start("new").await;
+    let registry = ServiceRegistry::builder().build().await.unwrap();
+    let checker = HealthChecker::new(registry.clone(), fast());
+    let id: fluxor_registry::InstanceId = "web-1".parse().unwrap();
+    let def = |port| ServiceDefinition::new("web", "127.0.0.1", port).id(id.clone());
+    let instance = registry.register(def(old.port())).await.unwrap();
+    checker
+        .start_health_checks(
+            &instance,
+            HealthConfig {
+                checks: vec![CheckSpec::http("/health")],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    old.wait_health_hits(1).await;
+    // Moved: the same id now lives on the other server; checks follow it.
+    registry.register(def(new.port())).await.unwrap();
+    new.wait_health_hits(2).await;
+    // From then on the old address gets no more checks.
+    let old_hits = old.health_hits();
+    new.wait_health_hits(new.health_hits() + 3).await;
+    assert_eq!(
+        old.health_hits(),
+        old_hits,
+        "checks still went to the old address"
+    );
+    assert_eq!(checker.get_health_status(&id).unwrap().status, Passing);
+}
