@@ -89,3 +89,6 @@ done
 
 echo "-- cargo run --features etcd --example etcd_cluster"
 timeout 120 cargo run --quiet --features etcd --example etcd_cluster
+
+echo "-- cargo run --example health_scale (smoke size: 200 instances, 2 s)"
+timeout 300 cargo run --quiet $FEATURES --example health_scale -- 200 2

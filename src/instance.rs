@@ -529,6 +529,9 @@ pub(crate) struct Liveness {
     pub(crate) deadline_ms: AtomicU64,
     /// The deadline of this registration's entry in the expiry heap.
     pub(crate) heap_ms: AtomicU64,
+    /// When the last heartbeat arrived, in milliseconds after the registry's
+    /// epoch; `u64::MAX` until the first one. TTL health checks read it.
+    pub(crate) beat_ms: AtomicU64,
 }
 
 impl Liveness {
@@ -537,6 +540,7 @@ impl Liveness {
             last_heartbeat_ms: AtomicU64::new(unix_ms(now)),
             deadline_ms: AtomicU64::new(deadline_ms),
             heap_ms: AtomicU64::new(u64::MAX),
+            beat_ms: AtomicU64::new(u64::MAX),
         })
     }
 

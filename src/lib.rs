@@ -47,7 +47,10 @@
 //! # Cargo features
 //!
 //! The default build needs nothing but the Rust toolchain. `full` turns on
-//! every optional integration.
+//! every optional integration:
+//!
+//! * `grpc`: gRPC health checks (`CheckSpec::grpc`) through tonic and
+//!   tonic-health (pure Rust, no `protoc`).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -56,6 +59,7 @@ pub mod balance;
 pub mod circuit;
 pub mod endpoint;
 pub mod event;
+pub mod health;
 pub mod instance;
 pub mod query;
 pub mod registry;
@@ -68,6 +72,11 @@ pub use circuit::{
 };
 pub use endpoint::EndpointLayer;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};
+pub use health::{
+    CheckKind, CheckReport, CheckResult, CheckSpec, CheckerStats, HealthChecker,
+    HealthCheckerConfig, HealthConfig, HealthError, HealthFilterDiscover, HealthFilterLayer,
+    HealthReport,
+};
 pub use instance::{HealthStatus, InstanceId, Protocol, ServiceDefinition, ServiceInstance};
 pub use query::Query;
 pub use registry::{

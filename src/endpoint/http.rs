@@ -209,11 +209,17 @@ impl std::future::Future for InstanceFuture {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            InstanceFuture::Sent(f) => std::pin::Pin::new(f).poll(cx).map_err(EndpointError::Client),
-            InstanceFuture::Failed(e) => Poll::Ready(Err(EndpointError::Address(e.take().unwrap_or_else(|| AddressError {
-                instance: String::new(),
-                reason: "polled after completion".into(),
-            })))),
+            InstanceFuture::Sent(f) => std::pin::Pin::new(f)
+                .poll(cx)
+                .map_err(EndpointError::Client),
+            InstanceFuture::Failed(e) => {
+                Poll::Ready(Err(EndpointError::Address(e.take().unwrap_or_else(|| {
+                    AddressError {
+                        instance: String::new(),
+                        reason: "polled after completion".into(),
+                    }
+                }))))
+            }
         }
     }
 }
@@ -239,8 +245,14 @@ mod tests {
         let mut make = HttpEndpoint::<Empty<bytes::Bytes>>::http();
         let svc = make.make_endpoint(&instance);
         let uri: Uri = "http://placeholder/api/inventory?page=2".parse().unwrap();
-        assert_eq!(svc.rewrite(&uri).unwrap().to_string(), "http://[::1]:8080/api/inventory?page=2");
+        assert_eq!(
+            svc.rewrite(&uri).unwrap().to_string(),
+            "http://[::1]:8080/api/inventory?page=2"
+        );
         let bare: Uri = "/x".parse().unwrap();
-        assert_eq!(svc.rewrite(&bare).unwrap().to_string(), "http://[::1]:8080/x");
+        assert_eq!(
+            svc.rewrite(&bare).unwrap().to_string(),
+            "http://[::1]:8080/x"
+        );
     }
 }

@@ -42,6 +42,11 @@ impl Expiry {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
 
+    /// The tokio instant `ms` milliseconds after the registry's epoch.
+    pub(crate) fn instant_at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
     pub(crate) fn deadline_after(&self, ttl: Option<Duration>) -> u64 {
         match ttl {
             Some(ttl) => self

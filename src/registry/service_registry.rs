@@ -327,10 +327,20 @@ impl ServiceRegistry {
         &self,
         id: &InstanceId,
     ) -> Result<Option<ServiceInstance>, RegistryError> {
+        self.deregister_because(id, DeregisterReason::Requested)
+            .await
+    }
+
+    /// [`deregister`](Self::deregister) with another reason (the health
+    /// checker's `deregister_critical_after` uses [`DeregisterReason::Critical`]).
+    pub(crate) async fn deregister_because(
+        &self,
+        id: &InstanceId,
+        reason: DeregisterReason,
+    ) -> Result<Option<ServiceInstance>, RegistryError> {
         let removed = {
             let _w = self.inner.write_lock();
-            self.inner
-                .remove_locked(id, DeregisterReason::Requested, true)
+            self.inner.remove_locked(id, reason, true)
         };
         match removed {
             Some((instance, durable)) => {
@@ -355,6 +365,10 @@ impl ServiceRegistry {
             .ok_or_else(|| RegistryError::NotFound(id.clone()))?;
         let deadline = self.inner.deadline_after(instance.ttl());
         instance.liveness().beat(system_now(), deadline);
+        instance
+            .liveness()
+            .beat_ms
+            .store(self.inner.expiry.now_ms(), Ordering::Release);
         self.inner.backend.heartbeat(&instance).await?;
         Ok(())
     }
@@ -398,6 +412,20 @@ impl ServiceRegistry {
             inner.events.publish(event);
         }
         Ok(previous)
+    }
+
+    /// When `id`'s last heartbeat arrived, on tokio's clock; `None` if it
+    /// is not registered or has not sent one since it was registered.
+    pub(crate) fn last_heartbeat_instant(&self, id: &InstanceId) -> Option<tokio::time::Instant> {
+        let ms = self
+            .inner
+            .by_id
+            .get(id)?
+            .value()
+            .liveness()
+            .beat_ms
+            .load(Ordering::Acquire);
+        (ms != u64::MAX).then(|| self.inner.expiry.instant_at(ms))
     }
 
     /// The instances matching `query`, ordered by id.
