@@ -204,7 +204,9 @@ impl FromStr for Protocol {
 /// healthy: a warning instance still serves (Consul's rule for HTTP 429).
 ///
 /// [`Passing`]: HealthStatus::Passing
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// Serving normally.

@@ -57,6 +57,7 @@
 
 pub mod balance;
 pub mod circuit;
+pub mod discovery;
 pub mod endpoint;
 pub mod event;
 pub mod health;
@@ -69,6 +70,9 @@ pub use balance::{LoadBalanceLayer, LoadBalancer, RequestContext, Strategy};
 pub use circuit::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitError, CircuitOpenError,
     CircuitState,
+};
+pub use discovery::{
+    DiscoveryConfig, DiscoveryStats, ExecuteError, NoInstances, ServiceDiscovery, WatchHandle,
 };
 pub use endpoint::EndpointLayer;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};

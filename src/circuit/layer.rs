@@ -44,6 +44,9 @@ pub struct CircuitBreakerLayer<C = ErrorIsFailure> {
     prefix: Arc<str>,
     next: Arc<AtomicU64>,
     shared: Option<Arc<Circuit>>,
+    /// Circuits come from this breaker, by key (see
+    /// [`CircuitBreaker::endpoint_layer`]).
+    breaker: Option<CircuitBreaker>,
     when_open: WhenOpen,
     classify: C,
 }
@@ -82,6 +85,7 @@ impl CircuitBreakerLayer {
             prefix: Arc::from("endpoint"),
             next: Arc::new(AtomicU64::new(1)),
             shared: None,
+            breaker: None,
             when_open: WhenOpen::NotReady,
             classify: ErrorIsFailure,
         }
@@ -117,6 +121,7 @@ impl<C> CircuitBreakerLayer<C> {
             prefix: self.prefix,
             next: self.next,
             shared: self.shared,
+            breaker: self.breaker,
             when_open: self.when_open,
             classify,
         }
@@ -154,9 +159,10 @@ impl<C> CircuitBreakerLayer<C> {
     where
         C: Clone,
     {
-        let circuit = match &self.shared {
-            Some(shared) => shared.clone(),
-            None => Arc::new(Circuit::new(
+        let circuit = match (&self.shared, &self.breaker) {
+            (Some(shared), _) => shared.clone(),
+            (None, Some(breaker)) => breaker.circuit(key),
+            (None, None) => Arc::new(Circuit::new(
                 Arc::from(key),
                 self.config.clone(),
                 self.events.clone(),
@@ -185,6 +191,27 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 }
 
 impl CircuitBreaker {
+    /// A layer for the endpoints of a `Discover` stream whose circuits are
+    /// this breaker's, by endpoint key (the instance id), so the imperative
+    /// API ([`get_state`](Self::get_state), [`trip`](Self::trip),
+    /// [`reset`](Self::reset)) and the balanced stack see one state. An open
+    /// endpoint is not ready ([`WhenOpen::NotReady`]). Apply it with
+    /// [`keyed_by_discovery`](CircuitBreakerLayer::keyed_by_discovery).
+    pub fn endpoint_layer(&self) -> CircuitBreakerLayer {
+        let config = Arc::new(self.config().clone());
+        CircuitBreakerLayer {
+            ejection: Arc::new(Ejection::new(config.max_ejection_percent)),
+            config,
+            events: None,
+            prefix: Arc::from("endpoint"),
+            next: Arc::new(AtomicU64::new(1)),
+            shared: None,
+            breaker: Some(self.clone()),
+            when_open: WhenOpen::NotReady,
+            classify: ErrorIsFailure,
+        }
+    }
+
     /// A layer whose services all share this breaker's circuit `key`, so
     /// the imperative API ([`trip`](Self::trip), [`get_state`](Self::get_state),
     /// [`execute`](Self::execute)) and the tower face see one state. It fails
@@ -199,6 +226,7 @@ impl CircuitBreaker {
             prefix: Arc::from(key),
             next: Arc::new(AtomicU64::new(1)),
             shared: Some(self.circuit(key)),
+            breaker: None,
             when_open: WhenOpen::FailFast,
             classify: ErrorIsFailure,
         }

@@ -425,6 +425,11 @@ impl HealthChecker {
         self.shared.changes.subscribe()
     }
 
+    /// The registry it writes statuses to.
+    pub(crate) fn registry(&self) -> &ServiceRegistry {
+        &self.shared.registry
+    }
+
     /// The health to route by: the running checks' aggregate, else the
     /// registry's status, else `None` (not known to either).
     pub(crate) fn status_of(&self, id: &InstanceId) -> Option<HealthStatus> {

@@ -11,6 +11,7 @@ use tower::Layer;
 use tower::discover::Change;
 
 use super::checker::HealthChecker;
+use crate::event::{Event, EventStream};
 use crate::instance::{HealthStatus, InstanceId};
 
 /// Removes endpoints from a `Discover` stream while their instance is
@@ -100,6 +101,7 @@ where
     fn layer(&self, discover: D) -> Self::Service {
         HealthFilterDiscover {
             changes: BroadcastStream::new(self.checker.subscribe_changes()),
+            registry_events: self.checker.registry().subscribe().into_stream(),
             discover,
             checker: self.checker.clone(),
             panic_threshold: self.panic_threshold,
@@ -125,6 +127,9 @@ pin_project! {
         discover: D,
         checker: HealthChecker,
         changes: BroadcastStream<(InstanceId, HealthStatus)>,
+        // The registry's health events: statuses set by anyone but the
+        // checker (an instance it does not check) reach the filter too.
+        registry_events: EventStream,
         panic_threshold: Option<f64>,
         endpoints: HashMap<InstanceId, Tracked<S>>,
         healthy: usize,
@@ -306,6 +311,27 @@ where
                     }
                     // The checker is gone: statuses stay as they are.
                     Poll::Ready(None) | Poll::Pending => changes_open = false,
+                }
+            }
+            loop {
+                match Pin::new(&mut *this.registry_events).poll_next(cx) {
+                    Poll::Ready(Some(Ok(
+                        Event::Healthy { instance, .. } | Event::Unhealthy { instance, .. },
+                    ))) => {
+                        let healthy = checker
+                            .status_of(instance.id())
+                            .is_none_or(|s| s.is_healthy());
+                        filter.set_health(instance.id(), healthy);
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(_))) => {
+                        let ids: Vec<InstanceId> = filter.endpoints.keys().cloned().collect();
+                        for id in ids {
+                            let healthy = checker.status_of(&id).is_none_or(|s| s.is_healthy());
+                            filter.set_health(&id, healthy);
+                        }
+                    }
+                    Poll::Ready(None) | Poll::Pending => break,
                 }
             }
             if !filter.pending.is_empty() {
