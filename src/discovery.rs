@@ -191,8 +191,10 @@ impl<E> ExecuteError<E> {
     }
 }
 
+/// Per-service traffic counters, shared by `execute` and `service`.
 #[derive(Debug, Default)]
-struct Counters {
+#[doc(hidden)]
+pub struct Counters {
     requests: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
@@ -639,6 +641,7 @@ impl ServiceDiscovery {
         M: MakeEndpoint,
     {
         let inner = &self.inner;
+        let counters = self.counters(query.service_name().unwrap_or("*"));
         let healthy =
             HealthFilterLayer::new(inner.health.clone()).layer(inner.registry.discover(query));
         let endpoints = Endpoints::new(healthy, make_endpoint);
@@ -647,16 +650,18 @@ impl ServiceDiscovery {
             .endpoint_layer()
             .keyed_by_discovery()
             .layer(endpoints);
-        inner
-            .balancer
-            .layer()
-            .weights(inner.registry.clone())
-            .layer(guarded)
+        DiscoveryService {
+            inner: inner
+                .balancer
+                .layer()
+                .weights(inner.registry.clone())
+                .layer(guarded),
+            counters,
+        }
     }
 }
 
-/// The stack [`ServiceDiscovery::service`] builds.
-pub type DiscoveryService<M> = LoadBalance<
+type Stack<M> = LoadBalance<
     CircuitDiscover<
         Endpoints<HealthFilterDiscover<ServiceDiscover, ServiceInstance>, M>,
         ErrorIsFailure,
@@ -664,6 +669,81 @@ pub type DiscoveryService<M> = LoadBalance<
     NoContext,
     ServiceRegistry,
 >;
+
+/// The stack [`ServiceDiscovery::service`] builds: the balanced service,
+/// counting its traffic into [`ServiceDiscovery::get_stats`].
+pub struct DiscoveryService<M: MakeEndpoint> {
+    inner: Stack<M>,
+    counters: Arc<Counters>,
+}
+
+impl<M: MakeEndpoint> fmt::Debug for DiscoveryService<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscoveryService")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<M, Req> tower::Service<Req> for DiscoveryService<M>
+where
+    M: MakeEndpoint,
+    Stack<M>: tower::Service<Req, Error = tower::BoxError>,
+{
+    type Response = <Stack<M> as tower::Service<Req>>::Response;
+    type Error = tower::BoxError;
+    type Future = CountedFuture<<Stack<M> as tower::Service<Req>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let ready = self.inner.poll_ready(cx);
+        if let Poll::Ready(Err(_)) = &ready {
+            self.counters.rejections.fetch_add(1, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        CountedFuture {
+            inner: self.inner.call(req),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of a [`DiscoveryService`]: counts the outcome.
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        counters: Arc<Counters>,
+    }
+}
+
+impl<F> fmt::Debug for CountedFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        let counter = if output.is_ok() {
+            &this.counters.successes
+        } else {
+            &this.counters.failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(output)
+    }
+}
 
 /// Stops a [`ServiceDiscovery::watch`] when dropped or unwatched.
 #[derive(Debug)]
@@ -726,7 +806,8 @@ pub struct ServiceStats {
     pub instances: usize,
     /// Instances per health status.
     pub health: BTreeMap<HealthStatus, usize>,
-    /// Attempts made through [`ServiceDiscovery::execute`].
+    /// Attempts made through [`ServiceDiscovery::execute`] and calls made
+    /// through [`ServiceDiscovery::service`].
     pub requests: u64,
     /// Calls that succeeded.
     pub successes: u64,
