@@ -8,38 +8,115 @@
 //!
 //! # Examples
 //!
+//! The original module's usage, in Rust (this is also the README's example):
+//!
 //! ```
 //! use std::time::Duration;
-//! use fluxor_registry::{Event, Protocol, Query, ServiceDefinition, ServiceRegistry};
+//! use fluxor_registry::{
+//!     ServiceRegistry, ServiceDefinition, Protocol, Query,
+//!     HealthChecker, HealthCheckerConfig, HealthConfig, CheckSpec,
+//!     LoadBalancer, Strategy, RequestContext,
+//!     CircuitBreaker, CircuitBreakerConfig, CircuitState,
+//!     ServiceDiscovery,
+//! };
 //! use serde_json::json;
+//! # use http_body_util::BodyExt;
+//! # async fn http_get(url: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+//! #     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+//! #         .build_http::<http_body_util::Empty<bytes::Bytes>>();
+//! #     let body = client.get(url.parse()?).await?.into_body().collect().await?.to_bytes();
+//! #     Ok(String::from_utf8(body.to_vec())?)
+//! # }
+//! # async fn serve() -> u16 {
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let port = listener.local_addr().unwrap().port();
+//! #     tokio::spawn(async move {
+//! #         while let Ok((stream, _)) = listener.accept().await {
+//! #             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+//! #                 hyper_util::rt::TokioIo::new(stream),
+//! #                 hyper::service::service_fn(|_| async {
+//! #                     Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from("42 widgets"))))
+//! #                 }),
+//! #             ));
+//! #         }
+//! #     });
+//! #     port
+//! # }
 //!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let port = serve().await;
+//! let registry = ServiceRegistry::builder().persistence(dir.path().join("registry.db")).build().await?;
+//! let health_checker = HealthChecker::new(registry.clone(), HealthCheckerConfig {
+//!     interval: Duration::from_secs(10), ..Default::default()
+//! });
+//! let load_balancer = LoadBalancer::new(Strategy::RoundRobin);
+//! let circuit_breaker = CircuitBreaker::new(CircuitBreakerConfig {
+//!     failure_threshold: 5, reset_timeout: Duration::from_secs(30), ..Default::default()
+//! });
+//! let discovery = ServiceDiscovery::new(
+//!     registry.clone(), health_checker.clone(), load_balancer, circuit_breaker);
+//!
+//! let service = registry.register(
+//!     ServiceDefinition::new("inventory-service", "localhost", port)
+//!         .version("1.0.0")
+//!         .protocol(Protocol::Http)
+//!         .tags(["inventory", "core"])
+//!         .metadata("region", "us-east-1")
+//!         .metadata("capabilities", json!(["read", "write"])),
+//! ).await?;
+//!
+//! health_checker.start_health_checks(&service, HealthConfig {
+//!     interval: Duration::from_secs(5),
+//!     checks: vec![CheckSpec::http("/health").name("http-health").timeout(Duration::from_secs(3))],
+//!     ..Default::default()
+//! })?;
+//! # let mut up = discovery.watch_stream(&Query::name("inventory-service"));
+//! # while futures_util::StreamExt::next(&mut up).await.is_some_and(|set| set.is_empty()) {}
+//!
+//! let response = discovery.execute(
+//!     &Query::name("inventory-service").healthy_only(),
+//!     |instance| async move { http_get(&format!("{}/api/inventory", instance.base_url())).await },
+//!     &RequestContext::default(),
+//! ).await?;
+//! assert_eq!(response, "42 widgets");
+//!
+//! let unwatch = discovery.watch(&Query::name("inventory-service"), |instances| {
+//!     println!("available: {}", instances.len());
+//! });
+//! let stats = discovery.get_stats();
+//! assert_eq!(stats.services["inventory-service"].successes, 1);
+//! assert_eq!(discovery.circuit_breaker().get_state(service.id().as_str()), CircuitState::Closed);
+//! unwatch.unwatch();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! And the tower face of the same pieces:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use fluxor_registry::{
+//! #     CircuitBreakerConfig, CircuitBreakerLayer, EndpointLayer, HealthChecker, HealthCheckerConfig,
+//! #     HealthFilterLayer, LoadBalanceLayer, Query, ServiceRegistry, Strategy,
+//! # };
+//! # use fluxor_registry::endpoint::HttpEndpoint;
+//! # use tower::ServiceBuilder;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = tempfile::tempdir()?;
-//! # let path = dir.path().join("registry.db");
-//! let registry = ServiceRegistry::builder().persistence(&path).build().await?;
-//! let mut events = registry.subscribe();
-//!
-//! let service = registry
-//!     .register(
-//!         ServiceDefinition::new("inventory-service", "localhost", 3001)
-//!             .version("1.0.0")
-//!             .protocol(Protocol::Http)
-//!             .tags(["inventory", "core"])
-//!             .metadata("region", "us-east-1")
-//!             .metadata("capabilities", json!(["read", "write"]))
-//!             .ttl(Duration::from_secs(30)),
-//!     )
-//!     .await?;
-//! assert_eq!(service.base_url(), "http://localhost:3001");
-//! assert_eq!(events.recv().await?.name(), "service-registered");
-//!
-//! let query = Query::name("inventory-service").version("^1.0")?.tag("core").healthy_only();
-//! assert_eq!(registry.find_services(&query).len(), 1);
-//!
-//! registry.heartbeat(service.id()).await?;
-//! registry.deregister(service.id()).await?;
-//! assert!(matches!(events.recv().await?, Event::Deregistered { .. }));
+//! # let registry = ServiceRegistry::builder().build().await?;
+//! # let health_checker = HealthChecker::new(registry.clone(), HealthCheckerConfig::default());
+//! # let breaker_config = CircuitBreakerConfig::default();
+//! # let hyper_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+//! #     .build_http::<http_body_util::Empty<bytes::Bytes>>();
+//! let client = ServiceBuilder::new()
+//!     .layer(LoadBalanceLayer::new(Strategy::LeastConnections))
+//!     .layer(EndpointLayer::new(CircuitBreakerLayer::new(breaker_config)))
+//!     .layer(HealthFilterLayer::new(health_checker.clone()))
+//!     .service(registry.discover(Query::name("inventory-service")).endpoints(HttpEndpoint::new(hyper_client)));
+//! // client: impl Service<http::Request<B>> — wrap it further with tower-http, retry, timeout …
+//! # let _ = client;
 //! # Ok(())
 //! # }
 //! ```
@@ -49,8 +126,12 @@
 //! The default build needs nothing but the Rust toolchain. `full` turns on
 //! every optional integration:
 //!
+//! * `hyper` (default): [`endpoint::HttpEndpoint`], every instance through
+//!   one shared hyper-util client.
 //! * `grpc`: gRPC health checks (`CheckSpec::grpc`) through tonic and
 //!   tonic-health (pure Rust, no `protoc`).
+//! * `etcd`: the etcd backend (`RegistryBuilder::etcd`); needs `protoc` to
+//!   build.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
