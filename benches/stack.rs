@@ -21,6 +21,34 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
+type Body = Empty<Bytes>;
+
+/// One request through the bare client, body read.
+async fn bare_once(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    url: &hyper::Uri,
+) {
+    let response = client.get(url.clone()).await.expect("response");
+    response.into_body().collect().await.expect("body");
+}
+
+/// One request through a balanced stack, body read.
+async fn stack_once<S>(svc: &mut S)
+where
+    S: Service<hyper::Request<Body>, Response = hyper::Response<hyper::body::Incoming>>,
+    S::Error: std::fmt::Debug,
+{
+    let req = hyper::Request::get("/").body(Body::new()).expect("request");
+    let response = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("response");
+    response.into_body().collect().await.expect("body");
+}
+
 async fn server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -78,45 +106,28 @@ fn stack(c: &mut Criterion) {
             rt.block_on(async {
                 let start = tokio::time::Instant::now();
                 for _ in 0..iters {
-                    let response = client.get(url.clone()).await.expect("response");
-                    response.into_body().collect().await.expect("body");
+                    bare_once(&client, &url).await;
                 }
                 start.elapsed()
             })
         })
     });
-    group.bench_function("full-stack", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = tokio::time::Instant::now();
-                for _ in 0..iters {
-                    let req = hyper::Request::get("/")
-                        .body(Empty::<Bytes>::new())
-                        .expect("request");
-                    let svc = balanced.ready().await.expect("ready");
-                    let response = svc.call(req).await.expect("response");
-                    response.into_body().collect().await.expect("body");
-                }
-                start.elapsed()
+    for (name, svc) in [
+        ("full-stack", &mut balanced as &mut dyn StackOnce),
+        ("balancer-only", &mut lb_only),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = tokio::time::Instant::now();
+                    for _ in 0..iters {
+                        svc.once().await;
+                    }
+                    start.elapsed()
+                })
             })
-        })
-    });
-    group.bench_function("balancer-only", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = tokio::time::Instant::now();
-                for _ in 0..iters {
-                    let req = hyper::Request::get("/")
-                        .body(Empty::<Bytes>::new())
-                        .expect("request");
-                    let svc = lb_only.ready().await.expect("ready");
-                    let response = svc.call(req).await.expect("response");
-                    response.into_body().collect().await.expect("body");
-                }
-                start.elapsed()
-            })
-        })
-    });
+        });
+    }
     group.finish();
 
     // Load on a shared machine drifts between benchmarks; alternate the two
@@ -127,18 +138,12 @@ fn stack(c: &mut Criterion) {
         for _ in 0..200 {
             let start = tokio::time::Instant::now();
             for _ in 0..50 {
-                let response = client.get(url.clone()).await.expect("response");
-                response.into_body().collect().await.expect("body");
+                bare_once(&client, &url).await;
             }
             bare += start.elapsed();
             let start = tokio::time::Instant::now();
             for _ in 0..50 {
-                let req = hyper::Request::get("/")
-                    .body(Empty::<Bytes>::new())
-                    .expect("request");
-                let svc = balanced.ready().await.expect("ready");
-                let response = svc.call(req).await.expect("response");
-                response.into_body().collect().await.expect("body");
+                stack_once(&mut balanced).await;
             }
             full += start.elapsed();
         }
@@ -150,6 +155,22 @@ fn stack(c: &mut Criterion) {
         10_000.0 / full.as_secs_f64(),
         bare.as_secs_f64() / full.as_secs_f64()
     );
+}
+
+/// A stack to send one request through, as a trait object so both stacks
+/// share the benchmark loop.
+trait StackOnce {
+    fn once(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+}
+
+impl<S> StackOnce for S
+where
+    S: Service<hyper::Request<Body>, Response = hyper::Response<hyper::body::Incoming>>,
+    S::Error: std::fmt::Debug,
+{
+    fn once(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+        Box::pin(stack_once(self))
+    }
 }
 
 criterion_group!(benches, stack);
