@@ -35,7 +35,19 @@
 #[cfg(feature = "hyper")]
 mod http;
 pub(crate) mod layer;
+#[cfg(feature = "reqwest")]
+mod reqwest;
+#[cfg(any(feature = "hyper", feature = "reqwest", feature = "tonic"))]
+mod target;
+#[cfg(feature = "tonic")]
+mod tonic;
 
 #[cfg(feature = "hyper")]
-pub use http::{AddressError, EndpointError, HttpEndpoint, InstanceClient, InstanceFuture};
+pub use http::{EndpointError, HttpEndpoint, InstanceClient, InstanceFuture};
 pub use layer::{EndpointLayer, LayeredDiscover};
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::{ReqwestEndpoint, ReqwestError, ReqwestFuture, ReqwestService};
+#[cfg(any(feature = "hyper", feature = "reqwest", feature = "tonic"))]
+pub use target::AddressError;
+#[cfg(feature = "tonic")]
+pub use self::tonic::{TonicChannel, TonicEndpoint, TonicError, TonicFuture};
