@@ -1,0 +1,11 @@
+//! The client integrations against real servers on 127.0.0.1: reqwest,
+//! tonic (a generated client over the balanced stack) and axum (ip-hash
+//! from `ConnectInfo`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod axum;
+mod reqwest;
+mod servers;
+mod tonic;
