@@ -58,7 +58,9 @@ async fn main() -> Result<(), BoxError> {
     // joins the balancer once its first health check passes.
     let mut client = ServiceBuilder::new()
         .layer(LoadBalanceLayer::new(Strategy::RoundRobin))
-        .layer(EndpointLayer::new(CircuitBreakerLayer::try_new(breaker)?.http()))
+        .layer(EndpointLayer::new(
+            CircuitBreakerLayer::try_new(breaker)?.http(),
+        ))
         .layer(HealthFilterLayer::new(checker.clone()))
         .service(
             registry
@@ -81,7 +83,11 @@ async fn main() -> Result<(), BoxError> {
                 errors += 1;
             }
         }
-        println!("after {} requests: {}", 300 * (round + 1), spread(&backends));
+        println!(
+            "after {} requests: {}",
+            300 * (round + 1),
+            spread(&backends)
+        );
     }
     println!("non-2xx responses: {errors} (until c's circuit opened)");
     if backends[2].hits() - c_before > 10 {

@@ -56,7 +56,9 @@ async fn grpc_server() -> Result<(u16, Arc<AtomicUsize>), BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let server = tonic::transport::Server::builder()
@@ -89,7 +91,9 @@ async fn main() -> Result<(), BoxError> {
     for _ in 0..3 {
         let (port, calls) = grpc_server().await?;
         let instance = registry
-            .register(ServiceDefinition::new("health-grpc", "127.0.0.1", port).protocol(Protocol::Grpc))
+            .register(
+                ServiceDefinition::new("health-grpc", "127.0.0.1", port).protocol(Protocol::Grpc),
+            )
             .await?;
         ids.push(instance.id().clone());
         servers.push((port, calls));
@@ -119,13 +123,16 @@ async fn main() -> Result<(), BoxError> {
                 let mut client = client.clone();
                 batch.push(tokio::spawn(async move {
                     client
-                        .check(HealthCheckRequest { service: String::new() })
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
                         .await
                 }));
             }
             for call in batch {
                 let reply = call.await??.into_inner();
-                if reply.status() != tonic_health::pb::health_check_response::ServingStatus::Serving {
+                if reply.status() != tonic_health::pb::health_check_response::ServingStatus::Serving
+                {
                     return Err(format!("unexpected status {:?}", reply.status()).into());
                 }
             }

@@ -380,14 +380,21 @@ mod tests {
             .body(())
             .unwrap();
         r.extensions_mut()
-            .insert(axum::extract::ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 1))));
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                [192, 0, 2, 7],
+                1,
+            ))));
         assert_eq!(ctx.client_ip(&r), Some("192.0.2.7".parse().unwrap()));
         // The same rules apply: a trusted proxy's X-Forwarded-For counts.
         r.extensions_mut()
-            .insert(axum::extract::ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 1))));
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                [10, 0, 0, 1],
+                1,
+            ))));
         assert_eq!(ctx.client_ip(&r), Some("198.51.100.9".parse().unwrap()));
         // A plain SocketAddr extension still comes first.
-        r.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 8], 1)));
+        r.extensions_mut()
+            .insert(SocketAddr::from(([192, 0, 2, 8], 1)));
         assert_eq!(ctx.client_ip(&r), Some("192.0.2.8".parse().unwrap()));
     }
 

@@ -168,9 +168,9 @@ impl std::future::Future for InstanceFuture {
                 .poll(cx)
                 .map_err(EndpointError::Client),
             InstanceFuture::Failed(e) => {
-                Poll::Ready(Err(EndpointError::Address(e.take().unwrap_or_else(
-                    || AddressError::new("", "polled after completion"),
-                ))))
+                Poll::Ready(Err(EndpointError::Address(e.take().unwrap_or_else(|| {
+                    AddressError::new("", "polled after completion")
+                }))))
             }
         }
     }

@@ -42,12 +42,12 @@ mod target;
 #[cfg(feature = "tonic")]
 mod tonic;
 
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::{ReqwestEndpoint, ReqwestError, ReqwestFuture, ReqwestService};
+#[cfg(feature = "tonic")]
+pub use self::tonic::{TonicChannel, TonicEndpoint, TonicError, TonicFuture};
 #[cfg(feature = "hyper")]
 pub use http::{EndpointError, HttpEndpoint, InstanceClient, InstanceFuture};
 pub use layer::{EndpointLayer, LayeredDiscover};
-#[cfg(feature = "reqwest")]
-pub use self::reqwest::{ReqwestEndpoint, ReqwestError, ReqwestFuture, ReqwestService};
 #[cfg(any(feature = "hyper", feature = "reqwest", feature = "tonic"))]
 pub use target::AddressError;
-#[cfg(feature = "tonic")]
-pub use self::tonic::{TonicChannel, TonicEndpoint, TonicError, TonicFuture};

@@ -223,7 +223,9 @@ mod tests {
     async fn a_request_reqwest_cannot_send_is_a_typed_error() {
         let mut svc = ReqwestService::new(reqwest::Client::new());
         // A relative URI is no URL reqwest can send.
-        let req = http::Request::get("/relative").body(Vec::<u8>::new()).unwrap();
+        let req = http::Request::get("/relative")
+            .body(Vec::<u8>::new())
+            .unwrap();
         let err = svc.call(req).await.unwrap_err();
         assert!(matches!(err, ReqwestError::Request(_)), "{err:?}");
     }
@@ -248,10 +250,7 @@ mod tests {
         match svc.call(req).await.unwrap_err() {
             ReqwestError::Send(e) => {
                 assert!(e.is_connect(), "{e:?}");
-                assert_eq!(
-                    e.url().map(|u| u.as_str()),
-                    Some("http://127.0.0.1:1/x")
-                );
+                assert_eq!(e.url().map(|u| u.as_str()), Some("http://127.0.0.1:1/x"));
             }
             other => panic!("expected a connect error, got {other:?}"),
         }

@@ -59,6 +59,7 @@ impl Target {
     }
 
     /// The instance's id.
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     pub(crate) fn id(&self) -> &str {
         &self.id
     }
@@ -66,9 +67,10 @@ impl Target {
     /// `uri` with the instance's scheme and authority, keeping its path and
     /// query (`/` when it has none).
     pub(crate) fn rewrite(&self, uri: &Uri) -> Result<Uri, AddressError> {
-        let authority = self.authority.clone().ok_or_else(|| {
-            AddressError::new(&self.id, "its address is not a valid authority")
-        })?;
+        let authority = self
+            .authority
+            .clone()
+            .ok_or_else(|| AddressError::new(&self.id, "its address is not a valid authority"))?;
         let path = uri
             .path_and_query()
             .cloned()

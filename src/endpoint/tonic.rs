@@ -145,10 +145,12 @@ impl Service<http::Request<Body>> for TonicChannel {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match &mut self.channel {
-            Ok(channel) => channel.poll_ready(cx).map_err(|source| TonicError::Transport {
-                instance: self.id.clone(),
-                source,
-            }),
+            Ok(channel) => channel
+                .poll_ready(cx)
+                .map_err(|source| TonicError::Transport {
+                    instance: self.id.clone(),
+                    source,
+                }),
             // Ready, so that the call fails with the reason.
             Err(_) => Poll::Ready(Ok(())),
         }
@@ -206,17 +208,15 @@ impl Future for TonicFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state.project() {
-            StateProj::Sent { future } => {
-                future.poll(cx).map_err(|source| TonicError::Transport {
-                    instance: this.instance.clone(),
-                    source,
-                })
+            StateProj::Sent { future } => future.poll(cx).map_err(|source| TonicError::Transport {
+                instance: this.instance.clone(),
+                source,
+            }),
+            StateProj::Failed { error } => {
+                Poll::Ready(Err(TonicError::Address(error.take().unwrap_or_else(
+                    || AddressError::new(this.instance, "polled after completion"),
+                ))))
             }
-            StateProj::Failed { error } => Poll::Ready(Err(TonicError::Address(
-                error
-                    .take()
-                    .unwrap_or_else(|| AddressError::new(this.instance, "polled after completion")),
-            ))),
         }
     }
 }

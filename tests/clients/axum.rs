@@ -68,7 +68,11 @@ async fn gateway(connect_info: bool) -> (SocketAddr, Vec<HttpServer>) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         if connect_info {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
         } else {
             axum::serve(listener, app.into_make_service()).await
         }
@@ -107,7 +111,10 @@ async fn gateway_sends_each_client_to_one_backend_by_connect_info() {
         chosen.insert(local, seen.into_iter().next().unwrap());
     }
     let used: HashSet<_> = chosen.values().collect();
-    assert!(used.len() >= 2, "12 clients all hashed to one backend: {chosen:?}");
+    assert!(
+        used.len() >= 2,
+        "12 clients all hashed to one backend: {chosen:?}"
+    );
     assert_eq!(backends.iter().map(HttpServer::hits).sum::<usize>(), 60);
 }
 

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use fluxor_registry::endpoint::{ReqwestEndpoint, ReqwestError};
 use fluxor_registry::{
     CheckSpec, CircuitBreakerConfig, CircuitBreakerLayer, EndpointLayer, HealthChecker,
-    HealthCheckerConfig, HealthConfig, HealthFilterLayer, LoadBalanceLayer, Query, ServiceDefinition, ServiceRegistry,
-    Strategy,
+    HealthCheckerConfig, HealthConfig, HealthFilterLayer, LoadBalanceLayer, Query,
+    ServiceDefinition, ServiceRegistry, Strategy,
 };
 use http_body_util::BodyExt;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
@@ -118,10 +118,13 @@ async fn a_dead_instance_is_a_typed_connect_error() {
             .call(req)
             .await
     })
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     let typed = err
         .downcast_ref::<ReqwestError>()
         .unwrap_or_else(|| panic!("not a ReqwestError: {err:?}"));
-    assert!(matches!(typed, ReqwestError::Send(e) if e.is_connect()), "{typed:?}");
+    assert!(
+        matches!(typed, ReqwestError::Send(e) if e.is_connect()),
+        "{typed:?}"
+    );
 }

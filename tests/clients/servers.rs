@@ -49,7 +49,9 @@ impl GrpcServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter.set_service_status("", ServingStatus::Serving).await;
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
         let server = tonic::transport::Server::builder()

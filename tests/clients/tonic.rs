@@ -2,10 +2,12 @@
 //! transport is the balanced stack of one `Channel` per instance.
 
 use fluxor_registry::endpoint::TonicEndpoint;
-use fluxor_registry::{LoadBalanceLayer, Protocol, Query, ServiceDefinition, ServiceRegistry, Strategy};
+use fluxor_registry::{
+    LoadBalanceLayer, Protocol, Query, ServiceDefinition, ServiceRegistry, Strategy,
+};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tower::ServiceBuilder;
 use tower::buffer::BufferLayer;
 
@@ -22,7 +24,10 @@ async fn generated_client_spreads_over_every_instance_and_leaves_a_deregistered_
     let mut ids = Vec::new();
     for s in &servers {
         let instance = registry
-            .register(ServiceDefinition::new("health-grpc", "127.0.0.1", s.port()).protocol(Protocol::Grpc))
+            .register(
+                ServiceDefinition::new("health-grpc", "127.0.0.1", s.port())
+                    .protocol(Protocol::Grpc),
+            )
             .await
             .unwrap();
         ids.push(instance.id().clone());
@@ -31,12 +36,18 @@ async fn generated_client_spreads_over_every_instance_and_leaves_a_deregistered_
     let balanced = ServiceBuilder::new()
         .layer(BufferLayer::new(64))
         .layer(LoadBalanceLayer::new(Strategy::RoundRobin))
-        .service(registry.discover(Query::name("health-grpc")).endpoints(TonicEndpoint::new()));
+        .service(
+            registry
+                .discover(Query::name("health-grpc"))
+                .endpoints(TonicEndpoint::new()),
+        );
     let client = HealthClient::new(balanced);
 
     let check = |mut client: HealthClient<_>| async move {
         let reply = client
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .expect("check through the balanced stack");
         assert_eq!(reply.into_inner().status(), ServingStatus::Serving);
@@ -52,12 +63,17 @@ async fn generated_client_spreads_over_every_instance_and_leaves_a_deregistered_
         within(check(client.clone())).await;
     }
     let second: Vec<usize> = servers.iter().map(GrpcServer::hits).collect();
-    assert_eq!(second[1], first[1], "the deregistered instance got calls: {second:?}");
+    assert_eq!(
+        second[1], first[1],
+        "the deregistered instance got calls: {second:?}"
+    );
     assert_eq!(second[0] - first[0], 15, "{second:?}");
     assert_eq!(second[2] - first[2], 15, "{second:?}");
 
     // Concurrent calls from clones of the client work the same.
-    let calls: Vec<_> = (0..20).map(|_| tokio::spawn(check(client.clone()))).collect();
+    let calls: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(check(client.clone())))
+        .collect();
     for call in calls {
         within(call).await.unwrap();
     }
@@ -79,10 +95,16 @@ async fn a_dead_instance_gives_a_grpc_error_not_a_panic() {
     let balanced = ServiceBuilder::new()
         .layer(BufferLayer::new(8))
         .layer(LoadBalanceLayer::new(Strategy::RoundRobin))
-        .service(registry.discover(Query::name("gone")).endpoints(TonicEndpoint::new()));
+        .service(
+            registry
+                .discover(Query::name("gone"))
+                .endpoints(TonicEndpoint::new()),
+        );
     let mut client = HealthClient::new(balanced);
-    let status = within(client.check(HealthCheckRequest { service: String::new() }))
-        .await
-        .unwrap_err();
+    let status = within(client.check(HealthCheckRequest {
+        service: String::new(),
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
