@@ -7,6 +7,7 @@
 mod support;
 
 mod axum;
+mod hyper;
 mod reqwest;
 mod servers;
 mod tonic;
