@@ -82,7 +82,7 @@ echo "== doc tests"
 cargo test $FEATURES --doc
 
 echo "== examples"
-for example in quickstart; do
+for example in quickstart hyper_client reqwest_client axum_gateway tonic_client; do
     echo "-- cargo run --example $example"
     timeout 120 cargo run --quiet $FEATURES --example "$example"
 done

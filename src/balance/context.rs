@@ -195,8 +195,10 @@ where
 
 /// Extracts keys from an `http::Request`.
 ///
-/// * client address: the `SocketAddr` in the request's extensions (hyper
-///   servers and axum's `ConnectInfo` put it there); when that peer is a
+/// * client address: the `SocketAddr` in the request's extensions (put
+///   there by a hyper server), or, with the `axum` feature, axum's
+///   `ConnectInfo<SocketAddr>` (from
+///   `into_make_service_with_connect_info::<SocketAddr>()`); when that peer is a
 ///   trusted proxy, the right-most address of `X-Forwarded-For` that is not
 ///   a trusted proxy. `X-Forwarded-For` from anyone else is ignored: it is
 ///   whatever the client wrote.
@@ -257,7 +259,7 @@ impl HttpContext {
 
     /// The client address of `req`, by the rules above.
     pub fn client_ip<B>(&self, req: &http::Request<B>) -> Option<IpAddr> {
-        let peer = req.extensions().get::<SocketAddr>().map(SocketAddr::ip)?;
+        let peer = peer_addr(req)?.ip();
         if !self.trusted.contains(&peer) {
             return Some(peer);
         }
@@ -293,6 +295,19 @@ impl HttpContext {
             .find(|(name, _)| *name == cookie)
             .map(|(_, value)| value)
     }
+}
+
+/// The connection's peer: a `SocketAddr` extension (as a hyper server puts
+/// it), else axum's `ConnectInfo<SocketAddr>` (feature `axum`).
+fn peer_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
+    let ext = req.extensions();
+    let direct = ext.get::<SocketAddr>().copied();
+    #[cfg(feature = "axum")]
+    let direct = direct.or_else(|| {
+        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|info| info.0)
+    });
+    direct
 }
 
 impl<B> ExtractContext<http::Request<B>> for HttpContext {
@@ -354,6 +369,33 @@ mod tests {
             ctx.client_ip(&http::Request::get("/").body(()).unwrap()),
             None
         );
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn client_address_from_axum_connect_info() {
+        let ctx = HttpContext::new().trusted_proxy("10.0.0.1".parse().unwrap());
+        let mut r = http::Request::get("/")
+            .header("x-forwarded-for", "198.51.100.9")
+            .body(())
+            .unwrap();
+        r.extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                [192, 0, 2, 7],
+                1,
+            ))));
+        assert_eq!(ctx.client_ip(&r), Some("192.0.2.7".parse().unwrap()));
+        // The same rules apply: a trusted proxy's X-Forwarded-For counts.
+        r.extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                [10, 0, 0, 1],
+                1,
+            ))));
+        assert_eq!(ctx.client_ip(&r), Some("198.51.100.9".parse().unwrap()));
+        // A plain SocketAddr extension still comes first.
+        r.extensions_mut()
+            .insert(SocketAddr::from(([192, 0, 2, 8], 1)));
+        assert_eq!(ctx.client_ip(&r), Some("192.0.2.8".parse().unwrap()));
     }
 
     #[test]

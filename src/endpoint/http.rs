@@ -4,11 +4,11 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use tower::Service;
 
+use super::target::{AddressError, Target};
 use crate::instance::ServiceInstance;
 use crate::registry::MakeEndpoint;
 
@@ -82,15 +82,9 @@ impl<B, C: Clone> MakeEndpoint for HttpEndpoint<B, C> {
     type Service = InstanceClient<B, C>;
 
     fn make_endpoint(&mut self, instance: &ServiceInstance) -> Self::Service {
-        let scheme = match instance.protocol().scheme() {
-            "https" => Scheme::HTTPS,
-            _ => Scheme::HTTP,
-        };
         InstanceClient {
             client: self.client.clone(),
-            scheme,
-            authority: instance.authority().parse().ok(),
-            id: instance.id().to_string(),
+            target: Target::of(instance),
         }
     }
 }
@@ -98,20 +92,14 @@ impl<B, C: Clone> MakeEndpoint for HttpEndpoint<B, C> {
 /// Sends requests to one instance; from [`HttpEndpoint`].
 pub struct InstanceClient<B, C = HttpConnector> {
     client: Client<C, B>,
-    scheme: Scheme,
-    /// `None` if the instance's address is not a valid URI authority (the
-    /// registry's validation makes that unlikely); requests then fail.
-    authority: Option<Authority>,
-    id: String,
+    target: Target,
 }
 
 impl<B, C: Clone> Clone for InstanceClient<B, C> {
     fn clone(&self) -> Self {
         Self {
             client: self.client.clone(),
-            scheme: self.scheme.clone(),
-            authority: self.authority.clone(),
-            id: self.id.clone(),
+            target: self.target.clone(),
         }
     }
 }
@@ -119,19 +107,9 @@ impl<B, C: Clone> Clone for InstanceClient<B, C> {
 impl<B, C> fmt::Debug for InstanceClient<B, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InstanceClient")
-            .field("instance", &self.id)
-            .field("scheme", &self.scheme)
-            .field("authority", &self.authority)
+            .field("target", &self.target)
             .finish()
     }
-}
-
-/// A request could not be addressed to its instance.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot address a request to instance {instance}: {reason}")]
-pub struct AddressError {
-    instance: String,
-    reason: String,
 }
 
 /// The error of an [`InstanceClient`].
@@ -143,29 +121,6 @@ pub enum EndpointError {
     /// hyper-util's client failed (connect, send, …).
     #[error(transparent)]
     Client(#[from] hyper_util::client::legacy::Error),
-}
-
-impl<B, C> InstanceClient<B, C> {
-    fn rewrite(&self, uri: &Uri) -> Result<Uri, AddressError> {
-        let error = |reason: String| AddressError {
-            instance: self.id.clone(),
-            reason,
-        };
-        let authority = self
-            .authority
-            .clone()
-            .ok_or_else(|| error("its address is not a valid authority".into()))?;
-        let path = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| error(e.to_string()))
-    }
 }
 
 impl<B, C> Service<http::Request<B>> for InstanceClient<B, C>
@@ -185,7 +140,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match self.rewrite(req.uri()) {
+        match self.target.rewrite(req.uri()) {
             Ok(uri) => {
                 *req.uri_mut() = uri;
                 InstanceFuture::Sent(self.client.request(req))
@@ -214,10 +169,7 @@ impl std::future::Future for InstanceFuture {
                 .map_err(EndpointError::Client),
             InstanceFuture::Failed(e) => {
                 Poll::Ready(Err(EndpointError::Address(e.take().unwrap_or_else(|| {
-                    AddressError {
-                        instance: String::new(),
-                        reason: "polled after completion".into(),
-                    }
+                    AddressError::new("", "polled after completion")
                 }))))
             }
         }
@@ -228,6 +180,7 @@ impl std::future::Future for InstanceFuture {
 mod tests {
     use super::*;
     use crate::instance::{HealthStatus, InstanceId, Liveness, ServiceDefinition};
+    use http::Uri;
     use http_body_util::Empty;
 
     #[tokio::test]
@@ -246,12 +199,12 @@ mod tests {
         let svc = make.make_endpoint(&instance);
         let uri: Uri = "http://placeholder/api/inventory?page=2".parse().unwrap();
         assert_eq!(
-            svc.rewrite(&uri).unwrap().to_string(),
+            svc.target.rewrite(&uri).unwrap().to_string(),
             "http://[::1]:8080/api/inventory?page=2"
         );
         let bare: Uri = "/x".parse().unwrap();
         assert_eq!(
-            svc.rewrite(&bare).unwrap().to_string(),
+            svc.target.rewrite(&bare).unwrap().to_string(),
             "http://[::1]:8080/x"
         );
     }

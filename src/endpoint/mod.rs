@@ -5,6 +5,18 @@
 //! breaker, a timeout, load tracking) composes in a `ServiceBuilder` between
 //! discovery and the balancer.
 //!
+//! Ready-made endpoint makers, each behind a cargo feature, for the
+//! [`endpoints`](crate::ServiceDiscover::endpoints) step:
+//!
+//! * `HttpEndpoint` (`hyper`): every instance through one shared hyper-util
+//!   client, the request's scheme and authority replaced by the instance's.
+//! * `ReqwestEndpoint` (`reqwest`): the same over one shared
+//!   `reqwest::Client`; `ReqwestService` alone makes a reqwest client a
+//!   tower `Service<http::Request<B>>`.
+//! * `TonicEndpoint` (`tonic`): a lazily connecting
+//!   `tonic::transport::Channel` per instance, so a balanced stack is the
+//!   transport of a generated tonic client.
+//!
 //! # Examples
 //!
 //! ```
@@ -35,7 +47,19 @@
 #[cfg(feature = "hyper")]
 mod http;
 pub(crate) mod layer;
+#[cfg(feature = "reqwest")]
+mod reqwest;
+#[cfg(any(feature = "hyper", feature = "reqwest", feature = "tonic"))]
+mod target;
+#[cfg(feature = "tonic")]
+mod tonic;
 
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::{ReqwestEndpoint, ReqwestError, ReqwestFuture, ReqwestService};
+#[cfg(feature = "tonic")]
+pub use self::tonic::{TonicChannel, TonicEndpoint, TonicError, TonicFuture};
 #[cfg(feature = "hyper")]
-pub use http::{AddressError, EndpointError, HttpEndpoint, InstanceClient, InstanceFuture};
+pub use http::{EndpointError, HttpEndpoint, InstanceClient, InstanceFuture};
 pub use layer::{EndpointLayer, LayeredDiscover};
+#[cfg(any(feature = "hyper", feature = "reqwest", feature = "tonic"))]
+pub use target::AddressError;
