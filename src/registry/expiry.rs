@@ -72,7 +72,7 @@ impl Expiry {
 
     /// Pops every entry due at `now`, returning the ids whose instance may
     /// have expired; re-pushes those whose deadline moved.
-    fn due(
+    pub(crate) fn due(
         &self,
         now: u64,
         lookup: impl Fn(&InstanceId) -> Option<Arc<Liveness>>,
@@ -108,7 +108,7 @@ impl Expiry {
         expired
     }
 
-    fn next_deadline(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.heap
             .lock()
             .ok()

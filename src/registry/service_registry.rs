@@ -508,6 +508,31 @@ impl fmt::Debug for ServiceRegistry {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_racing_expiry_keeps_the_instance_scheduled() {
+        let registry = ServiceRegistry::builder().build().await.unwrap();
+        let instance = registry
+            .register(ServiceDefinition::new("svc", "localhost", 1).ttl(std::time::Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let inner = &registry.inner;
+        // The expiry task pops the entry as due at 1,000 ms …
+        let due = inner.expiry.due(1_000, |id| inner.liveness_of(id));
+        assert_eq!(due, vec![instance.id().clone()]);
+        assert_eq!(inner.expiry.next_deadline(), None);
+        // … a heartbeat moves the deadline before it re-checks …
+        instance.liveness().beat(system_now(), 5_000);
+        inner.expire(instance.id(), 1_000);
+        // … so the instance stays, and stays scheduled.
+        assert!(registry.get_service(instance.id()).is_some());
+        assert_eq!(inner.expiry.next_deadline(), Some(5_000));
+    }
+}
+
 // === impl Inner ===
 
 impl Inner {
@@ -632,11 +657,13 @@ impl Inner {
     pub(crate) fn expire(&self, id: &InstanceId, now: u64) {
         let removed = {
             let _w = self.write_lock();
-            let due = self
-                .by_id
-                .get(id)
-                .is_some_and(|e| e.value().liveness().deadline_ms.load(Ordering::Acquire) <= now);
-            if !due {
+            let Some(liveness) = self.liveness_of(id) else {
+                return;
+            };
+            if liveness.deadline_ms.load(Ordering::Acquire) > now {
+                // A heartbeat came in after the expiry task popped the
+                // entry: schedule it again, or it would never expire.
+                self.expiry.schedule(id, &liveness);
                 return;
             }
             self.remove_locked(id, DeregisterReason::Expired, true)
