@@ -427,9 +427,33 @@ impl ServiceDiscovery {
         let counters = self.counters(query.service_name().unwrap_or("*"));
         let mut tried: HashSet<InstanceId> = HashSet::new();
         let mut attempts = 0u32;
+        // The last failure; while `retry` is set it has not been retried yet.
         let mut last: Option<E> = None;
+        let mut retry = false;
         inner.budget.deposit();
         loop {
+            if retry {
+                retry = false;
+                // Charge and wait once per retry, before choosing, so the
+                // choice reflects the state after the wait.
+                if !inner.budget.withdraw() {
+                    if let Some(last) = last {
+                        return Err(ExecuteError::Failed {
+                            attempts,
+                            last,
+                            stopped: StopReason::BudgetExhausted,
+                        });
+                    }
+                }
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                let factor = 1u32 << (attempts.saturating_sub(1)).min(16);
+                let wait = inner
+                    .config
+                    .backoff
+                    .saturating_mul(factor)
+                    .min(inner.config.max_backoff);
+                tokio::time::sleep(wait).await;
+            }
             let available = match self.available_except(query, &tried) {
                 Ok(available) => available,
                 Err(none) => {
@@ -456,30 +480,8 @@ impl ServiceDiscovery {
                     tried: tried.len(),
                 }));
             };
-            if attempts > 0 {
-                if !inner.budget.withdraw() {
-                    let last = last.take();
-                    if let Some(last) = last {
-                        return Err(ExecuteError::Failed {
-                            attempts,
-                            last,
-                            stopped: StopReason::BudgetExhausted,
-                        });
-                    }
-                }
-                counters.retries.fetch_add(1, Ordering::Relaxed);
-                let factor = 1u32 << (attempts - 1).min(16);
-                let wait = inner
-                    .config
-                    .backoff
-                    .saturating_mul(factor)
-                    .min(inner.config.max_backoff);
-                tokio::time::sleep(wait).await;
-            }
-            attempts += 1;
-            tried.insert(instance.id().clone());
-            counters.requests.fetch_add(1, Ordering::Relaxed);
             let id = instance.id().clone();
+            tried.insert(id.clone());
             inner.balancer.update_connections(&id, 1);
             let connection = Connection {
                 balancer: &inner.balancer,
@@ -490,20 +492,22 @@ impl ServiceDiscovery {
                 .breaker
                 .execute(id.as_str(), || operation(instance))
                 .await;
-            inner.balancer.record_response_time(&id, started.elapsed());
             drop(connection);
             match outcome {
                 Ok(value) => {
+                    inner.balancer.record_response_time(&id, started.elapsed());
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     counters.successes.fetch_add(1, Ordering::Relaxed);
                     return Ok(value);
                 }
                 Err(CircuitError::Open { .. }) => {
-                    // Opened between the check and the call: not a failure
-                    // of the instance's, and not an attempt.
+                    // Opened between the check and the call: the operation
+                    // did not run. Choose another instance at once.
                     counters.rejections.fetch_add(1, Ordering::Relaxed);
-                    attempts -= 1;
                 }
                 Err(CircuitError::Inner(e)) => {
+                    attempts += 1;
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     counters.failures.fetch_add(1, Ordering::Relaxed);
                     if attempts >= inner.config.max_attempts {
                         return Err(ExecuteError::Failed {
@@ -513,6 +517,7 @@ impl ServiceDiscovery {
                         });
                     }
                     last = Some(e);
+                    retry = true;
                 }
             }
         }
@@ -524,6 +529,10 @@ impl ServiceDiscovery {
     /// and circuit transitions. Changes that come in bursts are coalesced;
     /// the last call always has the current set. Stops when the handle is
     /// dropped or [`unwatch`](WatchHandle::unwatch)ed.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn watch<F>(&self, query: &Query, callback: F) -> WatchHandle
     where
         F: Fn(&[ServiceInstance]) + Send + Sync + 'static,
@@ -546,6 +555,10 @@ impl ServiceDiscovery {
     /// The available instances of `query` as a `Stream`: the current set
     /// first, then the set after each change (coalesced: a slow reader gets
     /// the latest set, never a stale one). Dropping it stops the watch.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn watch_stream(&self, query: &Query) -> WatchStream {
         let (rx, feeder) = self.watch_channel(query);
         WatchStream {
@@ -560,11 +573,12 @@ impl ServiceDiscovery {
         &self,
         query: &Query,
     ) -> (watch::Receiver<Arc<Vec<ServiceInstance>>>, AbortHandle) {
+        // Subscribe before the first read, so no change falls between them.
+        let mut events = self.inner.registry.subscribe();
         let initial = Arc::new(self.get_available_services(query));
         let (tx, rx) = watch::channel(initial);
         let this = self.clone();
         let query = query.clone();
-        let mut events = self.inner.registry.subscribe();
         let feeder = tokio::spawn(async move {
             loop {
                 match events.recv().await {

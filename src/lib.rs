@@ -116,7 +116,8 @@
 //!     .layer(HealthFilterLayer::new(health_checker.clone()))
 //!     .service(registry.discover(Query::name("inventory-service")).endpoints(HttpEndpoint::new(hyper_client)));
 //! // client: impl Service<http::Request<B>> — wrap it further with tower-http, retry, timeout …
-//! # let _ = client;
+//! # fn is_http_service<S: tower::Service<http::Request<http_body_util::Empty<bytes::Bytes>>>>(_: &S) {}
+//! # is_http_service(&client);
 //! # Ok(())
 //! # }
 //! ```
@@ -156,6 +157,8 @@ pub use discovery::{
     DiscoveryConfig, DiscoveryStats, ExecuteError, NoInstances, ServiceDiscovery, WatchHandle,
 };
 pub use endpoint::EndpointLayer;
+#[cfg(feature = "hyper")]
+pub use endpoint::HttpEndpoint;
 pub use event::{DeregisterReason, Event, EventHub, Subscription, SubscriptionError};
 pub use health::{
     CheckKind, CheckReport, CheckResult, CheckSpec, CheckerStats, HealthChecker,

@@ -322,7 +322,12 @@ impl<B> ExtractContext<http::Request<B>> for HttpContext {
         if let Some(name) = &self.hash_header
             && let Some(v) = req.headers().get(name)
         {
-            keys = keys.hash_key(v.as_bytes());
+            // Hash text as text, as `RequestContext::hash_key` does, so both
+            // faces map one key to the same endpoint.
+            keys = match v.to_str() {
+                Ok(text) => keys.hash_key(text),
+                Err(_) => keys.hash_key(v.as_bytes()),
+            };
         }
         if let Some(tried) = req.extensions().get::<TriedEndpoints>() {
             keys = keys.tried(tried.clone());

@@ -1,8 +1,7 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
@@ -52,16 +51,24 @@ pub struct LoadBalancer {
 #[derive(Debug)]
 struct Inner {
     strategy: Strategy,
-    rr: AtomicUsize,
-    wrr: AtomicUsize,
+    sets: DashMap<u64, Arc<SetState>>,
     rng: AtomicRng,
     seed: Option<u64>,
     loads: DashMap<InstanceId, Arc<EndpointLoad>>,
     sticky: Option<Arc<StickyTable>>,
     ewma: EwmaConfig,
     epoch: Instant,
-    weighted: ArcSwapOption<(u64, WeightedCycle)>,
-    ring: ArcSwapOption<(u64, HashRing)>,
+}
+
+/// How many instance sets keep their own state before they are forgotten.
+const MAX_SETS: usize = 1024;
+
+/// Strategy state for one set of instances.
+#[derive(Debug, Default)]
+struct SetState {
+    rr: AtomicUsize,
+    cycle: OnceLock<WeightedCycle>,
+    ring: OnceLock<HashRing>,
 }
 
 impl LoadBalancer {
@@ -74,16 +81,13 @@ impl LoadBalancer {
         Self {
             inner: Arc::new(Inner {
                 strategy,
-                rr: AtomicUsize::new(0),
-                wrr: AtomicUsize::new(0),
+                sets: DashMap::new(),
                 rng: seed.map_or_else(AtomicRng::from_entropy, AtomicRng::new),
                 seed,
                 loads: DashMap::new(),
                 sticky: sticky.map(|c| Arc::new(StickyTable::new(c))),
                 ewma: EwmaConfig::default(),
                 epoch: Instant::now(),
-                weighted: ArcSwapOption::empty(),
-                ring: ArcSwapOption::empty(),
             }),
         }
     }
@@ -121,6 +125,21 @@ impl LoadBalancer {
         layer
     }
 
+    /// The rotation, weighted cycle and hash ring of this set of instances:
+    /// each set (one per service, usually) keeps its own, so calls for
+    /// different services do not share one rotation, and a cycle or ring
+    /// is built once per set, not on every change of set between calls.
+    fn set(&self, instances: &[ServiceInstance]) -> Arc<SetState> {
+        let fp = fingerprint(instances);
+        if let Some(set) = self.inner.sets.get(&fp) {
+            return set.clone();
+        }
+        if self.inner.sets.len() >= MAX_SETS {
+            self.inner.sets.clear();
+        }
+        self.inner.sets.entry(fp).or_default().clone()
+    }
+
     fn load(&self, id: &InstanceId) -> Arc<EndpointLoad> {
         if let Some(load) = self.inner.loads.get(id) {
             return load.clone();
@@ -154,46 +173,35 @@ impl LoadBalancer {
             return Some(i.clone());
         }
         let pos = match inner.strategy {
-            Strategy::RoundRobin => inner.rr.fetch_add(1, Ordering::Relaxed) % n,
+            Strategy::RoundRobin => self.set(instances).rr.fetch_add(1, Ordering::Relaxed) % n,
             Strategy::LeastConnections => {
                 let counts = instances.iter().map(|i| self.connections(i.id()));
-                least(counts, inner.rr.fetch_add(1, Ordering::Relaxed)).unwrap_or(0)
+                let start = self.set(instances).rr.fetch_add(1, Ordering::Relaxed);
+                least(counts, start).unwrap_or(0)
             }
             Strategy::Weighted => {
-                let fp = fingerprint(instances);
-                let cycle = match inner.weighted.load_full() {
-                    Some(c) if c.0 == fp => c,
-                    _ => {
-                        let weights: Vec<u32> =
-                            instances.iter().map(ServiceInstance::weight).collect();
-                        let c = Arc::new((fp, WeightedCycle::new(&weights)));
-                        inner.weighted.store(Some(c.clone()));
-                        c
-                    }
-                };
+                let set = self.set(instances);
+                let cycle = set.cycle.get_or_init(|| {
+                    let weights: Vec<u32> = instances.iter().map(ServiceInstance::weight).collect();
+                    WeightedCycle::new(&weights)
+                });
                 cycle
-                    .1
-                    .pick(inner.wrr.fetch_add(1, Ordering::Relaxed))
+                    .pick(set.rr.fetch_add(1, Ordering::Relaxed))
                     .unwrap_or(0)
                     % n
             }
             Strategy::Random => inner.rng.below(n),
             Strategy::IpHash => match keys.hash() {
                 Some(h) => {
-                    let fp = fingerprint(instances);
-                    let ring = match inner.ring.load_full() {
-                        Some(r) if r.0 == fp => r,
-                        _ => {
-                            let nodes: Vec<(u64, u32)> = instances
-                                .iter()
-                                .map(|i| (stable_hash(i.id()), i.weight()))
-                                .collect();
-                            let r = Arc::new((fp, HashRing::new(&nodes)));
-                            inner.ring.store(Some(r.clone()));
-                            r
-                        }
-                    };
-                    ring.1.lookup(h).unwrap_or(0) % n
+                    let set = self.set(instances);
+                    let ring = set.ring.get_or_init(|| {
+                        let nodes: Vec<(u64, u32)> = instances
+                            .iter()
+                            .map(|i| (stable_hash(i.id()), i.weight()))
+                            .collect();
+                        HashRing::new(&nodes)
+                    });
+                    ring.lookup(h).unwrap_or(0) % n
                 }
                 None => inner.rng.below(n),
             },

@@ -355,15 +355,31 @@ where
         }
         let tried = keys.tried_list();
         match self.strategy() {
+            // The rotation moves past busy endpoints, so their turns are
+            // shared evenly by the others (not all given to the next one).
             Strategy::RoundRobin => {
-                let p = self.rr % n;
-                self.rr = self.rr.wrapping_add(1);
-                Some(self.live[p])
+                let mut first = None;
+                for _ in 0..n {
+                    let i = self.live[self.rr % n];
+                    self.rr = self.rr.wrapping_add(1);
+                    first.get_or_insert(i);
+                    if self.acceptable(i, tried) {
+                        return Some(i);
+                    }
+                }
+                first
             }
             Strategy::Weighted => {
-                let p = self.weighted.pick(self.wrr)?;
-                self.wrr = self.wrr.wrapping_add(1);
-                self.live.get(p).copied()
+                let mut first = None;
+                for _ in 0..n {
+                    let i = self.live.get(self.weighted.pick(self.wrr)?).copied()?;
+                    self.wrr = self.wrr.wrapping_add(1);
+                    first.get_or_insert(i);
+                    if self.acceptable(i, tried) {
+                        return Some(i);
+                    }
+                }
+                first
             }
             Strategy::Random => Some(self.random_live()),
             Strategy::LeastConnections => self.least.pick(),
@@ -486,11 +502,12 @@ where
         let strategy = self.strategy();
         let epoch = self.epoch;
         let ewma = self.config.ewma;
-        let sticky = self.config.sticky.clone();
         let Some(Some(slot)) = self.slots.get_mut(i) else {
             return ResponseFuture::failed(NotReady.into());
         };
-        if let (Some(table), Some(session), false) = (sticky, keys.session_hash(), from_table) {
+        if let (Some(table), Some(session), false) =
+            (&self.config.sticky, keys.session_hash(), from_table)
+        {
             table.bind(session, slot.id);
         }
         if let Some(tried) = keys.tried_list() {

@@ -72,6 +72,8 @@ type Map = DashMap<u64, (u64, AtomicU64), std::hash::BuildHasherDefault<PreHashe
 #[derive(Debug)]
 pub(crate) struct StickyTable {
     map: Map,
+    /// One eviction at a time; others carry on without waiting.
+    evicting: std::sync::atomic::AtomicBool,
     epoch: Instant,
     config: StickyConfig,
 }
@@ -80,6 +82,7 @@ impl StickyTable {
     pub(crate) fn new(config: StickyConfig) -> Self {
         Self {
             map: Map::default(),
+            evicting: std::sync::atomic::AtomicBool::new(false),
             epoch: Instant::now(),
             config,
         }
@@ -135,6 +138,14 @@ impl StickyTable {
     /// Drops expired sessions, then the least recently used down to 7/8 of
     /// the bound, so eviction runs once per many insertions.
     fn evict(&self) {
+        if self.evicting.swap(true, Ordering::Acquire) {
+            return;
+        }
+        self.evict_now();
+        self.evicting.store(false, Ordering::Release);
+    }
+
+    fn evict_now(&self) {
         let now = self.now_ms();
         let idle_ms = u64::try_from(self.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         self.map
@@ -146,8 +157,12 @@ impl StickyTable {
                 .iter()
                 .map(|e| (e.value().1.load(Ordering::Relaxed), *e.key()))
                 .collect();
-            let excess = ages.len() - target;
-            ages.select_nth_unstable(excess.saturating_sub(1));
+            // Other threads may have removed entries meanwhile.
+            let excess = ages.len().saturating_sub(target);
+            if excess == 0 {
+                return;
+            }
+            ages.select_nth_unstable(excess - 1);
             for (_, key) in &ages[..excess] {
                 self.map.remove(key);
             }
@@ -181,5 +196,21 @@ mod tests {
         assert_eq!(t.get(99), Some(99), "the most recent survives");
         assert!(t.clear(99));
         assert!(!t.clear(99));
+    }
+
+    #[test]
+    fn concurrent_binding_past_the_bound_never_panics() {
+        let t = std::sync::Arc::new(StickyTable::new(StickyConfig::default().max_sessions(64)));
+        std::thread::scope(|s| {
+            for thread in 0..4u64 {
+                let t = t.clone();
+                s.spawn(move || {
+                    for n in 0..5_000u64 {
+                        t.bind(thread << 32 | n, n);
+                    }
+                });
+            }
+        });
+        assert!(t.len() <= 64 + 4, "bounded: {}", t.len());
     }
 }

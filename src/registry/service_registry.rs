@@ -516,7 +516,10 @@ mod tests {
     async fn a_heartbeat_racing_expiry_keeps_the_instance_scheduled() {
         let registry = ServiceRegistry::builder().build().await.unwrap();
         let instance = registry
-            .register(ServiceDefinition::new("svc", "localhost", 1).ttl(std::time::Duration::from_secs(1)))
+            .register(
+                ServiceDefinition::new("svc", "localhost", 1)
+                    .ttl(std::time::Duration::from_secs(1)),
+            )
             .await
             .unwrap();
         let inner = &registry.inner;

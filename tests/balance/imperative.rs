@@ -190,3 +190,35 @@ async fn p2c_avoids_a_slow_instance() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn each_set_of_instances_keeps_its_own_rotation() {
+    // Two services called in turn through one balancer: each still
+    // rotates over all of its instances.
+    let (_a, first) = instances(&[1, 1]).await;
+    let registry = ServiceRegistry::builder().build().await.unwrap();
+    for port in [4000, 4001] {
+        registry
+            .register(ServiceDefinition::new("other", "127.0.0.1", port))
+            .await
+            .unwrap();
+    }
+    let second = registry.find_services(&Query::name("other"));
+    let lb = LoadBalancer::new(Strategy::RoundRobin);
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        ports.push(
+            lb.select_instance(&first, &RequestContext::default())
+                .unwrap()
+                .port(),
+        );
+        lb.select_instance(&second, &RequestContext::default())
+            .unwrap();
+    }
+    ports.sort();
+    assert_eq!(
+        ports,
+        [3000, 3000, 3001, 3001],
+        "one rotation shared by both sets would starve an instance"
+    );
+}

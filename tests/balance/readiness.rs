@@ -128,3 +128,40 @@ async fn no_endpoints_fails_after_the_configured_wait() {
     assert_eq!(no.known(), 0);
     drop(tx);
 }
+
+#[tokio::test]
+async fn a_busy_endpoints_turns_are_shared_evenly_by_the_others() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::util::BoxService;
+    for strategy in [Strategy::RoundRobin, Strategy::Weighted] {
+        let (tx, discover) = feed::<BoxService<&'static str, &'static str, tower::BoxError>>();
+        let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
+        // Endpoint 1 is never ready.
+        let (busy, mut busy_handle) = mock::pair::<&'static str, &'static str>();
+        busy_handle.allow(0);
+        for n in 0..3 {
+            let svc = if n == 1 {
+                BoxService::new(busy.clone())
+            } else {
+                let counts = counts.clone();
+                BoxService::new(tower::service_fn(move |_: &'static str| {
+                    counts[n].fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, tower::BoxError>("ok") }
+                }))
+            };
+            tx.send(Ok(Change::Insert(id(n), svc))).unwrap();
+        }
+        let mut svc = Spawn::new(LoadBalanceLayer::new(strategy).layer(discover));
+        for _ in 0..100 {
+            assert_ready_ok!(svc.poll_ready());
+            svc.call("x").await.unwrap();
+        }
+        let got: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+        assert_eq!(
+            got,
+            [50, 0, 50],
+            "{strategy}: the busy endpoint's turns went to one neighbour"
+        );
+    }
+}
