@@ -436,14 +436,14 @@ impl ServiceDiscovery {
                 retry = false;
                 // Charge and wait once per retry, before choosing, so the
                 // choice reflects the state after the wait.
-                if !inner.budget.withdraw() {
-                    if let Some(last) = last {
-                        return Err(ExecuteError::Failed {
-                            attempts,
-                            last,
-                            stopped: StopReason::BudgetExhausted,
-                        });
-                    }
+                if !inner.budget.withdraw()
+                    && let Some(last) = last
+                {
+                    return Err(ExecuteError::Failed {
+                        attempts,
+                        last,
+                        stopped: StopReason::BudgetExhausted,
+                    });
                 }
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 let factor = 1u32 << (attempts.saturating_sub(1)).min(16);

@@ -307,11 +307,11 @@ impl ServiceRegistry {
             };
             inner.expiry.schedule(&id, instance.liveness());
             let durable = inner.backend.put(&instance);
-            inner.upsert_locked(instance.clone(), previous.as_ref());
-            inner.events.publish(Event::Registered {
+            let event = Event::Registered {
                 instance: instance.clone(),
                 replaced: previous.is_some(),
-            });
+            };
+            inner.upsert_locked(instance.clone(), previous.as_ref(), Some(event));
             (instance, durable)
         };
         durable.await?;
@@ -396,21 +396,20 @@ impl ServiceRegistry {
             return Ok(previous);
         }
         let updated = current.with_health(status);
-        inner.upsert_locked(updated.clone(), Some(&current));
-        if previous.is_healthy() != status.is_healthy() {
-            let event = if status.is_healthy() {
+        let event = (previous.is_healthy() != status.is_healthy()).then(|| {
+            if status.is_healthy() {
                 Event::Healthy {
-                    instance: updated,
+                    instance: updated.clone(),
                     previous,
                 }
             } else {
                 Event::Unhealthy {
-                    instance: updated,
+                    instance: updated.clone(),
                     previous,
                 }
-            };
-            inner.events.publish(event);
-        }
+            }
+        });
+        inner.upsert_locked(updated, Some(&current), event);
         Ok(previous)
     }
 
@@ -508,34 +507,6 @@ impl fmt::Debug for ServiceRegistry {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_heartbeat_racing_expiry_keeps_the_instance_scheduled() {
-        let registry = ServiceRegistry::builder().build().await.unwrap();
-        let instance = registry
-            .register(
-                ServiceDefinition::new("svc", "localhost", 1)
-                    .ttl(std::time::Duration::from_secs(1)),
-            )
-            .await
-            .unwrap();
-        let inner = &registry.inner;
-        // The expiry task pops the entry as due at 1,000 ms …
-        let due = inner.expiry.due(1_000, |id| inner.liveness_of(id));
-        assert_eq!(due, vec![instance.id().clone()]);
-        assert_eq!(inner.expiry.next_deadline(), None);
-        // … a heartbeat moves the deadline before it re-checks …
-        instance.liveness().beat(system_now(), 5_000);
-        inner.expire(instance.id(), 1_000);
-        // … so the instance stays, and stays scheduled.
-        assert!(registry.get_service(instance.id()).is_some());
-        assert_eq!(inner.expiry.next_deadline(), Some(5_000));
-    }
-}
-
 // === impl Inner ===
 
 impl Inner {
@@ -624,13 +595,23 @@ impl Inner {
         });
     }
 
-    /// Replaces `previous` (if any) with `instance` in the index and tells
-    /// discover streams. Caller holds the write lock.
-    fn upsert_locked(&self, instance: ServiceInstance, previous: Option<&ServiceInstance>) {
+    /// Replaces `previous` (if any) with `instance` in the index, publishes
+    /// `event`, then tells discover streams: whoever sees the change in a
+    /// stream can count on its event having been published. Caller holds the
+    /// write lock.
+    fn upsert_locked(
+        &self,
+        instance: ServiceInstance,
+        previous: Option<&ServiceInstance>,
+        event: Option<Event>,
+    ) {
         if let Some(prev) = previous.filter(|p| p.name() != instance.name()) {
             self.index_remove(prev);
         }
         self.index_insert(instance.clone());
+        if let Some(event) = event {
+            self.events.publish(event);
+        }
         let _ = self.changes.send(Arc::new(IndexChange::Upsert(instance)));
     }
 
@@ -645,13 +626,13 @@ impl Inner {
         let instance = self.by_id.get(id).map(|e| e.value().clone())?;
         let durable = persist.then(|| self.backend.delete(&instance));
         self.index_remove(&instance);
-        let _ = self
-            .changes
-            .send(Arc::new(IndexChange::Remove(instance.clone())));
         self.events.publish(Event::Deregistered {
             instance: instance.clone(),
             reason,
         });
+        let _ = self
+            .changes
+            .send(Arc::new(IndexChange::Remove(instance.clone())));
         Some((instance, durable))
     }
 
@@ -707,15 +688,43 @@ impl Inner {
                 if previous.as_ref() == Some(&instance) {
                     return;
                 }
-                self.upsert_locked(instance.clone(), previous.as_ref());
-                self.events.publish(Event::Registered {
-                    instance,
+                let event = Event::Registered {
+                    instance: instance.clone(),
                     replaced: previous.is_some(),
-                });
+                };
+                self.upsert_locked(instance, previous.as_ref(), Some(event));
             }
             RemoteChange::Remove { id, reason } => {
                 self.remove_locked(&id, reason, false);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_racing_expiry_keeps_the_instance_scheduled() {
+        let registry = ServiceRegistry::builder().build().await.unwrap();
+        let instance = registry
+            .register(
+                ServiceDefinition::new("svc", "localhost", 1)
+                    .ttl(std::time::Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+        let inner = &registry.inner;
+        // The expiry task pops the entry as due at 1,000 ms …
+        let due = inner.expiry.due(1_000, |id| inner.liveness_of(id));
+        assert_eq!(due, vec![instance.id().clone()]);
+        assert_eq!(inner.expiry.next_deadline(), None);
+        // … a heartbeat moves the deadline before it re-checks …
+        instance.liveness().beat(system_now(), 5_000);
+        inner.expire(instance.id(), 1_000);
+        // … so the instance stays, and stays scheduled.
+        assert!(registry.get_service(instance.id()).is_some());
+        assert_eq!(inner.expiry.next_deadline(), Some(5_000));
     }
 }
