@@ -7,7 +7,6 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::BoxError;
 
-use super::dirty::Marker;
 use super::p2c::{EndpointLoad, EwmaConfig};
 
 pin_project! {
@@ -72,8 +71,8 @@ where
 /// Counts a request in flight on its endpoint until completed or dropped.
 pub(crate) struct LoadGuard {
     pub(crate) load: Arc<EndpointLoad>,
-    /// Tells the balancer the count changed (least-connections only).
-    pub(crate) marker: Option<Marker>,
+    /// Whether to tell the balancer the count changed (least-connections).
+    pub(crate) mark: bool,
     /// When the request started (p2c only: its latency feeds the estimate).
     pub(crate) started: Option<(Instant, Instant, EwmaConfig)>,
     pub(crate) done: bool,
@@ -89,18 +88,21 @@ impl LoadGuard {
             return;
         }
         self.done = true;
-        match (&self.started, ok) {
-            (Some((epoch, start, config)), true) => {
-                // One clock read for both the latency and the update time.
-                let now = Instant::now();
-                let now_ns = u64::try_from(now.saturating_duration_since(*epoch).as_nanos())
-                    .unwrap_or(u64::MAX);
-                self.load
-                    .finish(Some(now.saturating_duration_since(*start)), now_ns, config);
-            }
-            _ => self.load.add(-1),
+        self.load.end();
+        if let (Some((epoch, start, config)), true) = (&self.started, ok) {
+            // One clock read for both the latency and the update time.
+            let now = Instant::now();
+            let now_ns =
+                u64::try_from(now.saturating_duration_since(*epoch).as_nanos()).unwrap_or(u64::MAX);
+            self.load
+                .observe(now.saturating_duration_since(*start), now_ns, config);
         }
-        if let Some(marker) = &self.marker {
+        // Least-connections: re-bucket the endpoint if the balancer holds it
+        // as ready (otherwise it reads the count when it next is).
+        if self.mark
+            && self.load.ready.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(marker) = &self.load.marker
+        {
             marker.mark();
         }
     }

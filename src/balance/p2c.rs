@@ -41,6 +41,12 @@ pub(crate) struct EndpointLoad {
     rtt_ns: AtomicU64,
     /// When the estimate was last updated, in ns after `epoch`.
     updated_ns: AtomicU64,
+    /// Tells the tower balancer this endpoint's count changed
+    /// (least-connections); `None` for the imperative face.
+    pub(crate) marker: Option<super::dirty::Marker>,
+    /// Whether the balancer holds this endpoint as ready (least-connections
+    /// buckets): only then does a finished request need to mark it.
+    pub(crate) ready: std::sync::atomic::AtomicBool,
 }
 
 impl EndpointLoad {
@@ -49,6 +55,16 @@ impl EndpointLoad {
             in_flight: AtomicU64::new(0),
             rtt_ns: AtomicU64::new((config.default_rtt.as_nanos() as f64).to_bits()),
             updated_ns: AtomicU64::new(0),
+            marker: None,
+            ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A load whose changes mark its slot in the balancer's dirty set.
+    pub(crate) fn marked(config: &EwmaConfig, marker: super::dirty::Marker) -> Self {
+        Self {
+            marker: Some(marker),
+            ..Self::new(config)
         }
     }
 
@@ -57,7 +73,17 @@ impl EndpointLoad {
     }
 
     pub(crate) fn start(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A request counted by [`start`](Self::start) ended.
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The count, ordered with `ready` (see `LoadGuard`).
+    pub(crate) fn in_flight_ordered(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     pub(crate) fn add(&self, delta: i64) {
@@ -70,14 +96,6 @@ impl EndpointLoad {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                     Some(n.saturating_sub(delta.unsigned_abs()))
                 });
-        }
-    }
-
-    /// A request ended: one fewer in flight, and its latency if it completed.
-    pub(crate) fn finish(&self, rtt: Option<Duration>, now_ns: u64, config: &EwmaConfig) {
-        self.add(-1);
-        if let Some(rtt) = rtt {
-            self.observe(rtt, now_ns, config);
         }
     }
 
@@ -197,7 +215,7 @@ mod tests {
             (busy - after * 3.0 / 2.0).abs() < 1e-6,
             "× (in flight + 1) ÷ weight"
         );
-        load.finish(None, 1_000_000_000, &c);
+        load.end();
         assert_eq!(load.in_flight(), 1);
     }
 }

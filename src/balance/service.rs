@@ -4,6 +4,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::{Instant, Sleep};
@@ -11,7 +12,7 @@ use tower::discover::{Change, Discover};
 use tower::{BoxError, Service};
 
 use super::context::{ExtractContext, RequestKeys};
-use super::dirty::{DirtySet, MAX_SLOTS, Marker};
+use super::dirty::{DirtySet, MAX_SLOTS};
 use super::error::{NoEndpoints, NotReady};
 use super::future::{LoadGuard, ResponseFuture};
 use super::hash::{AtomicRng, stable_hash};
@@ -71,7 +72,6 @@ struct Slot<S> {
     state: State,
     load: Arc<EndpointLoad>,
     waker: Waker,
-    marker: Marker,
     weight: u32,
     live_pos: usize,
 }
@@ -160,13 +160,17 @@ where
             (State::Ready, _) => {
                 self.ready -= 1;
                 if least {
+                    slot.load.ready.store(false, Ordering::SeqCst);
                     self.least.remove(i);
                 }
             }
             (_, State::Ready) => {
                 self.ready += 1;
                 if least {
-                    self.least.insert(i, slot.load.in_flight() as usize);
+                    // Flag first, count second: a request ending meanwhile
+                    // either is counted here or sees the flag and marks.
+                    slot.load.ready.store(true, Ordering::SeqCst);
+                    self.least.insert(i, slot.load.in_flight_ordered() as usize);
                 }
             }
             _ => {}
@@ -212,9 +216,11 @@ where
             id,
             svc,
             state: State::NotReady,
-            load: Arc::new(EndpointLoad::new(&self.config.ewma)),
+            load: Arc::new(EndpointLoad::marked(
+                &self.config.ewma,
+                self.dirty.marker(i),
+            )),
             waker: self.dirty.waker(i),
-            marker: self.dirty.marker(i),
             weight,
             live_pos: 0,
         });
@@ -516,7 +522,7 @@ where
         slot.load.start();
         let guard = LoadGuard {
             load: slot.load.clone(),
-            marker: (strategy == Strategy::LeastConnections).then(|| slot.marker.clone()),
+            mark: strategy == Strategy::LeastConnections,
             started: p2c.then_some((epoch, self.clock, ewma)),
             done: false,
         };
