@@ -13,41 +13,20 @@
 
 mod backends;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use fluxor_registry::endpoint::ReqwestEndpoint;
 use fluxor_registry::{
-    CheckSpec, CircuitBreakerConfig, CircuitBreakerLayer, EndpointLayer, HealthChecker,
-    HealthCheckerConfig, HealthConfig, HealthFilterLayer, LoadBalanceLayer, Query,
-    ServiceDefinition, ServiceRegistry, Strategy,
+    CircuitBreakerConfig, CircuitBreakerLayer, EndpointLayer, HealthFilterLayer, LoadBalanceLayer,
+    Query, Strategy,
 };
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-use backends::{Backend, spread};
+use backends::{registered, spread};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let backends = [
-        Backend::start("a").await?,
-        Backend::start("b").await?,
-        Backend::start("c").await?,
-    ];
-    let registry = ServiceRegistry::builder().build().await?;
-    let checker = HealthChecker::new(registry.clone(), HealthCheckerConfig::default());
-    for b in &backends {
-        let instance = registry
-            .register(ServiceDefinition::new("inventory", "127.0.0.1", b.port))
-            .await?;
-        checker.start_health_checks(
-            &instance,
-            HealthConfig {
-                interval: Duration::from_millis(100),
-                checks: vec![CheckSpec::http("/health").timeout(Duration::from_secs(1))],
-                ..Default::default()
-            },
-        )?;
-    }
+    // Three backends registered as "inventory", with HTTP health checks.
+    let (backends, registry, checker) = registered("inventory").await?;
 
     let breaker = CircuitBreakerConfig {
         failure_threshold: 3,

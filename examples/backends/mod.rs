@@ -15,6 +15,46 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+/// Starts backends `a`, `b` and `c`, registers them as `service` and starts
+/// an HTTP health check on each, every 100 ms.
+pub(crate) async fn registered(
+    service: &str,
+) -> Result<
+    (
+        [Backend; 3],
+        fluxor_registry::ServiceRegistry,
+        fluxor_registry::HealthChecker,
+    ),
+    tower::BoxError,
+> {
+    use fluxor_registry::{
+        CheckSpec, HealthChecker, HealthCheckerConfig, HealthConfig, ServiceDefinition,
+        ServiceRegistry,
+    };
+    use std::time::Duration;
+    let backends = [
+        Backend::start("a").await?,
+        Backend::start("b").await?,
+        Backend::start("c").await?,
+    ];
+    let registry = ServiceRegistry::builder().build().await?;
+    let checker = HealthChecker::new(registry.clone(), HealthCheckerConfig::default());
+    for b in &backends {
+        let instance = registry
+            .register(ServiceDefinition::new(service, "127.0.0.1", b.port))
+            .await?;
+        checker.start_health_checks(
+            &instance,
+            HealthConfig {
+                interval: Duration::from_millis(100),
+                checks: vec![CheckSpec::http("/health").timeout(Duration::from_secs(1))],
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok((backends, registry, checker))
+}
+
 /// One backend.
 pub(crate) struct Backend {
     pub(crate) name: &'static str,
