@@ -214,7 +214,9 @@ struct Inner {
     balancer: LoadBalancer,
     breaker: CircuitBreaker,
     config: DiscoveryConfig,
-    budget: TpsBudget,
+    /// One retry budget per service, so a storm on one cannot spend
+    /// another's retries.
+    budgets: DashMap<String, Arc<TpsBudget>>,
     counters: DashMap<String, Arc<Counters>>,
 }
 
@@ -273,15 +275,6 @@ impl ServiceDiscovery {
         breaker: CircuitBreaker,
         config: DiscoveryConfig,
     ) -> Self {
-        let window = config
-            .budget_window
-            .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let percent = if config.retry_percent.is_finite() {
-            config.retry_percent.clamp(0.0, 1000.0)
-        } else {
-            0.0
-        };
-        let budget = TpsBudget::new(window, config.min_retries_per_sec, percent);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -289,13 +282,13 @@ impl ServiceDiscovery {
                 balancer,
                 breaker,
                 config,
-                budget,
+                budgets: DashMap::new(),
                 counters: DashMap::new(),
             }),
         }
     }
 
-    /// The same pieces with another retry configuration (a fresh budget).
+    /// The same pieces with another retry configuration (fresh budgets).
     pub fn with_config(self, config: DiscoveryConfig) -> Self {
         let i = &self.inner;
         Self::build(
@@ -335,6 +328,27 @@ impl ServiceDiscovery {
             .counters
             .entry(service.to_owned())
             .or_default()
+            .clone()
+    }
+
+    fn budget(&self, service: &str) -> Arc<TpsBudget> {
+        if let Some(b) = self.inner.budgets.get(service) {
+            return b.clone();
+        }
+        let config = &self.inner.config;
+        let window = config
+            .budget_window
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let percent = if config.retry_percent.is_finite() {
+            config.retry_percent.clamp(0.0, 1000.0)
+        } else {
+            0.0
+        };
+        let make = || Arc::new(TpsBudget::new(window, config.min_retries_per_sec, percent));
+        self.inner
+            .budgets
+            .entry(service.to_owned())
+            .or_insert_with(make)
             .clone()
     }
 
@@ -424,19 +438,21 @@ impl ServiceDiscovery {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &self.inner;
-        let counters = self.counters(query.service_name().unwrap_or("*"));
+        let service = query.service_name().unwrap_or("*");
+        let counters = self.counters(service);
+        let budget = self.budget(service);
         let mut tried: HashSet<InstanceId> = HashSet::new();
         let mut attempts = 0u32;
         // The last failure; while `retry` is set it has not been retried yet.
         let mut last: Option<E> = None;
         let mut retry = false;
-        inner.budget.deposit();
+        budget.deposit();
         loop {
             if retry {
                 retry = false;
                 // Charge and wait once per retry, before choosing, so the
                 // choice reflects the state after the wait.
-                if !inner.budget.withdraw()
+                if !budget.withdraw()
                     && let Some(last) = last
                 {
                     return Err(ExecuteError::Failed {

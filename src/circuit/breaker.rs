@@ -98,6 +98,15 @@ impl Circuit {
         self.lock().machine.state(now)
     }
 
+    /// The state now; a closed circuit answers from its hint, without the
+    /// lock or the clock.
+    pub(crate) fn current_state(&self) -> CircuitState {
+        if Hint(self.hint.load(Ordering::Acquire)).admit().is_some() {
+            return CircuitState::Closed;
+        }
+        self.state(Instant::now())
+    }
+
     fn is_closed(&self) -> bool {
         self.lock().machine.is_closed()
     }
@@ -512,7 +521,7 @@ impl CircuitBreaker {
     /// The state of the circuit `key`; a key never used is closed.
     pub fn get_state(&self, key: impl AsRef<str>) -> CircuitState {
         self.existing(key.as_ref())
-            .map_or(CircuitState::Closed, |c| c.state(Instant::now()))
+            .map_or(CircuitState::Closed, |c| c.current_state())
     }
 
     /// Forgets the circuit `key`; returns whether there was one.

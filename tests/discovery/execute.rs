@@ -222,3 +222,55 @@ async fn no_instances_says_how_many_matched_were_unhealthy_or_open() {
     assert_eq!(json["strategy"], "round-robin");
     assert_eq!(json["services"]["svc"]["health"]["critical"], 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_storm_on_one_service_leaves_anothers_budget_alone() {
+    let (registry, discovery) = discovery(Strategy::RoundRobin).await;
+    let discovery = discovery.with_config(
+        DiscoveryConfig::default()
+            .max_attempts(2)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .retry_budget(Duration::from_secs(10), 1, 0.0),
+    );
+    for (name, port) in [("a", 1), ("a", 2), ("b", 3), ("b", 4)] {
+        registry
+            .register(ServiceDefinition::new(name, "127.0.0.1", port))
+            .await
+            .unwrap();
+    }
+    // Spend service a's budget (a reserve of 1/s over 10 s, no share).
+    let mut stopped = 0;
+    for _ in 0..100 {
+        let result = discovery
+            .execute(
+                &Query::name("a"),
+                |_| async { Err::<(), _>("down") },
+                &RequestContext::default(),
+            )
+            .await;
+        if let Err(ExecuteError::Failed {
+            stopped: StopReason::BudgetExhausted,
+            ..
+        }) = result
+        {
+            stopped += 1;
+        }
+    }
+    assert!(stopped >= 80, "a's budget ran out: {stopped}");
+    // Service b still retries its first failure.
+    let result = discovery
+        .execute(
+            &Query::name("b"),
+            |_| async { Err::<(), _>("down") },
+            &RequestContext::default(),
+        )
+        .await;
+    match result {
+        Err(ExecuteError::Failed {
+            attempts, stopped, ..
+        }) => {
+            assert_eq!((attempts, stopped), (2, StopReason::MaxAttempts));
+        }
+        other => panic!("expected two attempts on b, got {other:?}"),
+    }
+}
