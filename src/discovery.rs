@@ -542,7 +542,8 @@ impl ServiceDiscovery {
     /// Calls `callback` with the available instances of `query` (as
     /// [`get_available_services`](Self::get_available_services)) now and
     /// after every change to them: registrations, deregistrations, health
-    /// and circuit transitions. Changes that come in bursts are coalesced;
+    /// and circuit transitions (also an open circuit turning half-open when
+    /// its reset timeout passes). Changes that come in bursts are coalesced;
     /// the last call always has the current set. Stops when the handle is
     /// dropped or [`unwatch`](WatchHandle::unwatch)ed.
     ///
@@ -597,9 +598,24 @@ impl ServiceDiscovery {
         let query = query.clone();
         let feeder = tokio::spawn(async move {
             loop {
-                match events.recv().await {
-                    Ok(_) | Err(SubscriptionError::Lagged { .. }) => {}
-                    Err(SubscriptionError::Closed) => return,
+                // An open circuit turns half-open on a timer, with no event:
+                // wake for the earliest one too.
+                let reopen = this
+                    .inner
+                    .registry
+                    .find_services(&query)
+                    .iter()
+                    .filter_map(|i| this.inner.breaker.reopens_at(i.id().as_str()))
+                    .min();
+                let event = match reopen {
+                    Some(at) => tokio::select! {
+                        event = events.recv() => Some(event),
+                        _ = tokio::time::sleep_until(at) => None,
+                    },
+                    None => Some(events.recv().await),
+                };
+                if let Some(Err(SubscriptionError::Closed)) = event {
+                    return;
                 }
                 // Coalesce what else is waiting, then read the set once.
                 while let Ok(Some(_)) | Err(SubscriptionError::Lagged { .. }) = events.try_recv() {}

@@ -98,6 +98,14 @@ impl Circuit {
         self.lock().machine.state(now)
     }
 
+    /// When this circuit, open on a timer, turns half-open.
+    pub(crate) fn reopens_at(&self) -> Option<Instant> {
+        if Hint(self.hint.load(Ordering::Acquire)).admit().is_some() {
+            return None;
+        }
+        self.lock().machine.reopens_at()
+    }
+
     /// The state now; a closed circuit answers from its hint, without the
     /// lock or the clock.
     pub(crate) fn current_state(&self) -> CircuitState {
@@ -522,6 +530,12 @@ impl CircuitBreaker {
     pub fn get_state(&self, key: impl AsRef<str>) -> CircuitState {
         self.existing(key.as_ref())
             .map_or(CircuitState::Closed, |c| c.current_state())
+    }
+
+    /// When the circuit `key`, open on a timer, lets trial calls through
+    /// again (`None` when it is not open, or forced open until `reset`).
+    pub fn reopens_at(&self, key: impl AsRef<str>) -> Option<Instant> {
+        self.existing(key.as_ref()).and_then(|c| c.reopens_at())
     }
 
     /// Forgets the circuit `key`; returns whether there was one.

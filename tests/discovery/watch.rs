@@ -93,3 +93,41 @@ async fn a_slow_watch_stream_gets_the_latest_set_not_a_stale_one() {
         50
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn watch_sees_an_open_circuit_readmit_its_instance_when_the_reset_timeout_passes() {
+    use fluxor_registry::{
+        CircuitBreaker, CircuitBreakerConfig, HealthChecker, HealthCheckerConfig, LoadBalancer,
+        RequestContext, ServiceDiscovery, ServiceRegistry,
+    };
+    let registry = ServiceRegistry::builder().build().await.unwrap();
+    let discovery = ServiceDiscovery::new(
+        registry.clone(),
+        HealthChecker::new(registry.clone(), HealthCheckerConfig::default()),
+        LoadBalancer::new(Strategy::RoundRobin),
+        CircuitBreaker::new(CircuitBreakerConfig {
+            failure_threshold: 1,
+            reset_timeout: Duration::from_secs(2),
+            ..Default::default()
+        }),
+    );
+    registry
+        .register(ServiceDefinition::new("web", "127.0.0.1", 1))
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _handle = discovery.watch(&Query::name("web"), move |instances| {
+        let _ = tx.send(instances.iter().map(|i| i.port()).collect::<Vec<u16>>());
+    });
+    assert_eq!(next(&mut rx).await, [1]);
+    let _ = discovery
+        .execute(
+            &Query::name("web"),
+            |_| async { Err::<(), _>("boom") },
+            &RequestContext::default(),
+        )
+        .await;
+    assert_eq!(next(&mut rx).await, Vec::<u16>::new(), "the circuit opened");
+    // No event marks the end of the reset timeout; the watch wakes for it.
+    assert_eq!(next(&mut rx).await, [1], "half-open again after 2 s");
+}
